@@ -1,0 +1,50 @@
+"""``pinster-images``: one command for every role, so one container image serves them all.
+
+Each subcommand lives with its role and is imported only when used, so that
+``pinster-images job ...`` does not pay for the operator's imports.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from pinster_images import __version__
+
+#: subcommand -> (module with ``main(argv) -> int``, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "ingress": ("pinster_ingress.cli", "run the upload service (HTTP)"),
+    "operator": ("pinster_operator.cli", "run the ImageUpload operator (kopf)"),
+    "job": ("pinster_jobs.cli", "run moderation or thumbnail work for uploads (Job pods)"),
+    "upload": ("pinster_ingress.client", "upload image files, optionally wait until Ready"),
+    "keys": ("pinster_images.keys", "generate and show development JWT key pairs"),
+    "devcluster": ("pinster_devcluster.cli", "local Kubernetes control plane for dev and tests"),
+}
+
+
+def usage() -> str:
+    lines = [f"usage: pinster-images COMMAND [ARGS...]   (version {__version__})", "", "commands:"]
+    lines += [f"  {name:<12} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "Run 'pinster-images COMMAND --help' for a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    if args[0] == "--version":
+        print(__version__)
+        return 0
+    entry = COMMANDS.get(args[0])
+    if entry is None:
+        print(f"pinster-images: unknown command {args[0]!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(entry[0])
+    result: int = module.main(args[1:])
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

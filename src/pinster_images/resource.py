@@ -1,0 +1,222 @@
+"""The ImageUpload custom resource: identity, names, spec and status vocabulary.
+
+Single source of the API group, phases, condition types and the naming rule; the
+schema itself is ``crds/imageuploads.images.pinster.io.yaml``.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+GROUP = "images.pinster.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "ImageUpload"
+PLURAL = "imageuploads"
+SINGULAR = "imageupload"
+SHORT_NAME = "iu"
+CRD_NAME = f"{PLURAL}.{GROUP}"
+
+#: Labels every object we create carries, so it can be found again (e.g. after a restart).
+LABEL_PART_OF = "app.kubernetes.io/part-of"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_MD5 = f"{GROUP}/md5"
+LABEL_UPLOAD = f"{GROUP}/upload"
+LABEL_STAGE = f"{GROUP}/stage"
+PART_OF = "pinster-images"
+
+#: Annotation that re-drives a Failed upload from the stage that failed.
+ANNOTATION_RETRY = f"{GROUP}/retry"
+
+DEFAULT_THUMBNAIL_SIZES: tuple[str, ...] = ("1024x1024", "512x512", "256x256", "128x128")
+
+_MD5 = re.compile(r"^[0-9a-f]{32}$")
+
+
+class Phase(enum.StrEnum):
+    PENDING = "Pending"
+    MODERATING = "Moderating"
+    THUMBNAILING = "Thumbnailing"
+    NOTIFYING = "Notifying"
+    READY = "Ready"
+    REJECTED = "Rejected"
+    FAILED = "Failed"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (Phase.READY, Phase.REJECTED, Phase.FAILED)
+
+
+class ConditionType(enum.StrEnum):
+    MODERATED = "Moderated"
+    THUMBNAILS_READY = "ThumbnailsReady"
+    NOTIFIED = "Notified"
+    READY = "Ready"
+
+
+class Stage(enum.StrEnum):
+    """Work a Job does; also the value of the ``stage`` label on Jobs."""
+
+    MODERATION = "moderation"
+    THUMBNAIL = "thumbnail"
+
+
+def upload_name(md5: str, imageable_type: str, imageable_id: str) -> str:
+    """Deterministic, DNS-1123 name for one (image, imageable) pair.
+
+    Identical requests map to the same name, which is what makes a retried upload
+    idempotent (the second create answers 409 AlreadyExists).
+    """
+    if not _MD5.match(md5):
+        raise ValueError(f"not an md5 hex digest: {md5!r}")
+    imageable = hashlib.sha256(f"{imageable_type}\0{imageable_id}".encode()).hexdigest()[:10]
+    return f"img-{md5}-{imageable}"
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class Uploader:
+    user_id: str
+    imageable_type: str
+    imageable_id: str
+
+
+@dataclass(frozen=True)
+class ImageUploadSpec:
+    """The immutable spec, as the upload service writes it and the Jobs read it."""
+
+    md5: str
+    bucket: str
+    key: str
+    content_type: str
+    byte_size: int
+    width: int
+    height: int
+    uploader: Uploader
+    thumbnail_sizes: tuple[str, ...] = DEFAULT_THUMBNAIL_SIZES
+    name: str | None = None
+    description: str | None = None
+    featured: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        spec: dict[str, Any] = {
+            "md5": self.md5,
+            "source": {"bucket": self.bucket, "key": self.key},
+            "contentType": self.content_type,
+            "byteSize": self.byte_size,
+            "width": self.width,
+            "height": self.height,
+            "uploader": {
+                "userId": self.uploader.user_id,
+                "imageableType": self.uploader.imageable_type,
+                "imageableId": self.uploader.imageable_id,
+            },
+            "thumbnailSizes": list(self.thumbnail_sizes),
+        }
+        for attr, key in (
+            ("name", "name"),
+            ("description", "description"),
+            ("featured", "featured"),
+        ):
+            value = getattr(self, attr)
+            if value is not None:
+                spec[key] = value
+        return spec
+
+    @classmethod
+    def from_dict(cls, spec: dict[str, Any]) -> ImageUploadSpec:
+        uploader = spec["uploader"]
+        return cls(
+            md5=spec["md5"],
+            bucket=spec["source"].get("bucket", ""),
+            key=spec["source"]["key"],
+            content_type=spec["contentType"],
+            byte_size=int(spec["byteSize"]),
+            width=int(spec["width"]),
+            height=int(spec["height"]),
+            uploader=Uploader(
+                user_id=uploader["userId"],
+                imageable_type=uploader["imageableType"],
+                imageable_id=uploader["imageableId"],
+            ),
+            thumbnail_sizes=tuple(spec.get("thumbnailSizes") or DEFAULT_THUMBNAIL_SIZES),
+            name=spec.get("name"),
+            description=spec.get("description"),
+            featured=spec.get("featured"),
+        )
+
+
+def manifest(
+    name: str, namespace: str, spec: ImageUploadSpec, labels: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The full ImageUpload object to create."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {
+                LABEL_PART_OF: PART_OF,
+                LABEL_MD5: spec.md5,
+                **(labels or {}),
+            },
+        },
+        "spec": spec.to_dict(),
+    }
+
+
+@dataclass
+class Condition:
+    """metav1.Condition."""
+
+    type: str
+    status: str  # "True" | "False" | "Unknown"
+    reason: str
+    message: str
+    observed_generation: int
+    last_transition_time: str = field(default_factory=now_rfc3339)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "status": self.status,
+            "reason": self.reason,
+            "message": self.message,
+            "observedGeneration": self.observed_generation,
+            "lastTransitionTime": self.last_transition_time,
+        }
+
+
+def set_condition(conditions: list[dict[str, Any]], new: Condition) -> list[dict[str, Any]]:
+    """Return ``conditions`` with ``new`` merged in by type; the transition time only moves
+    when the status changes (as apimachinery's meta.SetStatusCondition does)."""
+    result: list[dict[str, Any]] = []
+    replaced = False
+    for existing in conditions:
+        if existing.get("type") != new.type:
+            result.append(existing)
+            continue
+        merged = new.to_dict()
+        if existing.get("status") == new.status and existing.get("lastTransitionTime"):
+            merged["lastTransitionTime"] = existing["lastTransitionTime"]
+        result.append(merged)
+        replaced = True
+    if not replaced:
+        result.append(new.to_dict())
+    return result
+
+
+def get_condition(conditions: list[dict[str, Any]], type_: str) -> dict[str, Any] | None:
+    for condition in conditions:
+        if condition.get("type") == type_:
+            return condition
+    return None

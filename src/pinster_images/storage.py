@@ -1,0 +1,385 @@
+"""Object storage behind one small interface: S3 (boto3) or a local directory.
+
+Two areas, as the original service had two buckets: ``upload`` holds ``raw/<md5>`` (and
+the Jobs' result records under ``results/``), ``public`` holds ``<md5>`` and
+``<md5>_<W>x<H>``. Keys, ``Cache-Control`` and metadata are exactly the original's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import json
+import os
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from pinster_images.config import Environ, env_choice, env_optional, env_str
+from pinster_images.errors import ConfigError, NotFoundError, PermanentError, TemporaryError
+
+CACHE_CONTROL = "max-age=86400"
+RAW_PREFIX = "raw/"
+
+
+class Area(enum.StrEnum):
+    UPLOAD = "upload"
+    PUBLIC = "public"
+
+
+def raw_key(md5: str) -> str:
+    return f"{RAW_PREFIX}{md5}"
+
+
+def thumbnail_key(md5: str, size: str) -> str:
+    return f"{md5}_{size}"
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    content_type: str
+    cache_control: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    info: ObjectInfo
+    data: bytes
+
+
+Body = bytes | IO[bytes]
+
+
+class Storage(ABC):
+    """What every backend offers. Errors: NotFoundError, TemporaryError, PermanentError."""
+
+    @abstractmethod
+    def bucket(self, area: Area) -> str:
+        """The bucket (or directory) name of an area, as recorded in ImageUpload specs."""
+
+    @abstractmethod
+    def head(self, area: Area, key: str) -> ObjectInfo | None:
+        """Object info, or None when the key does not exist."""
+
+    @abstractmethod
+    def get(self, area: Area, key: str) -> StoredObject: ...
+
+    @abstractmethod
+    def put(
+        self,
+        area: Area,
+        key: str,
+        body: Body,
+        *,
+        content_type: str,
+        cache_control: str | None = CACHE_CONTROL,
+        metadata: dict[str, str] | None = None,
+    ) -> None:
+        """Write atomically: readers never see a half-written object."""
+
+    @abstractmethod
+    def delete(self, area: Area, key: str) -> None:
+        """Remove; a missing key is not an error."""
+
+    @abstractmethod
+    def list(self, area: Area, prefix: str = "") -> Iterator[str]: ...
+
+    @abstractmethod
+    def public_url(self, key: str) -> str: ...
+
+    @abstractmethod
+    def check(self) -> None:
+        """Raise TemporaryError when the backend cannot be reached (readiness)."""
+
+    def exists(self, area: Area, key: str) -> bool:
+        return self.head(area, key) is not None
+
+
+# --- local directory ---------------------------------------------------------------
+
+
+class LocalStorage(Storage):
+    """``<root>/<area>/<key>``, with content type and metadata in ``<root>/<area>.meta/<key>.json``."""
+
+    def __init__(self, root: Path, public_url: str | None = None) -> None:
+        self.root = root.resolve()
+        self._public_url = (public_url or (self.root / Area.PUBLIC).as_uri()).rstrip("/")
+        for area in Area:
+            (self.root / area).mkdir(parents=True, exist_ok=True)
+
+    def _path(self, area: Area, key: str) -> Path:
+        if not key or key.startswith("/") or ".." in key.split("/") or key.endswith("/"):
+            raise PermanentError(f"invalid storage key {key!r}", reason="InvalidKey")
+        return self.root / area / key
+
+    def _meta_path(self, area: Area, key: str) -> Path:
+        self._path(area, key)
+        return self.root / f"{area}.meta" / f"{key}.json"
+
+    def bucket(self, area: Area) -> str:
+        return str(self.root / area)
+
+    def head(self, area: Area, key: str) -> ObjectInfo | None:
+        path = self._path(area, key)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return None
+        try:
+            meta = json.loads(self._meta_path(area, key).read_text())
+        except FileNotFoundError:
+            meta = {}
+        return ObjectInfo(
+            key=key,
+            size=size,
+            content_type=meta.get("content_type", "application/octet-stream"),
+            cache_control=meta.get("cache_control"),
+            metadata=meta.get("metadata", {}),
+        )
+
+    def get(self, area: Area, key: str) -> StoredObject:
+        info = self.head(area, key)
+        if info is None:
+            raise NotFoundError(f"{area}/{key} does not exist")
+        return StoredObject(info=info, data=self._path(area, key).read_bytes())
+
+    @staticmethod
+    def _atomic_write(path: Path, body: Body) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                if isinstance(body, bytes | bytearray | memoryview):
+                    handle.write(body)
+                else:
+                    while chunk := body.read(1 << 20):
+                        handle.write(chunk)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    def put(
+        self,
+        area: Area,
+        key: str,
+        body: Body,
+        *,
+        content_type: str,
+        cache_control: str | None = CACHE_CONTROL,
+        metadata: dict[str, str] | None = None,
+    ) -> None:
+        meta: dict[str, Any] = {"content_type": content_type, "metadata": metadata or {}}
+        if cache_control is not None:
+            meta["cache_control"] = cache_control
+        # Metadata first: an object is only visible once its data file exists.
+        self._atomic_write(self._meta_path(area, key), json.dumps(meta).encode())
+        self._atomic_write(self._path(area, key), body)
+
+    def delete(self, area: Area, key: str) -> None:
+        for path in (self._path(area, key), self._meta_path(area, key)):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    def list(self, area: Area, prefix: str = "") -> Iterator[str]:
+        base = self.root / area
+        for path in sorted(base.rglob("*")):
+            if path.is_file() and not path.name.startswith("."):
+                key = path.relative_to(base).as_posix()
+                if key.startswith(prefix):
+                    yield key
+
+    def public_url(self, key: str) -> str:
+        return f"{self._public_url}/{key}"
+
+    def check(self) -> None:
+        for area in Area:
+            if not os.access(self.root / area, os.W_OK):
+                raise TemporaryError(f"storage directory {self.root / area} is not writable")
+
+
+# --- S3 ------------------------------------------------------------------------------
+
+
+class S3Storage(Storage):
+    """AWS S3 or anything speaking its API (MinIO, Ceph RGW, moto) through boto3.
+
+    Credentials come from boto3's standard chain (environment, profile, IRSA...)."""
+
+    def __init__(
+        self,
+        upload_bucket: str,
+        public_bucket: str,
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        public_url: str | None = None,
+        client: Any = None,
+    ) -> None:
+        import boto3
+        from botocore.config import Config
+
+        self._buckets = {Area.UPLOAD: upload_bucket, Area.PUBLIC: public_bucket}
+        self._client = client or boto3.client(
+            "s3",
+            endpoint_url=endpoint_url,
+            region_name=region,
+            config=Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5),
+        )
+        if public_url is None:
+            if endpoint_url:
+                public_url = f"{endpoint_url.rstrip('/')}/{public_bucket}"
+            else:
+                public_url = f"https://{public_bucket}.s3.{region or 'us-east-1'}.amazonaws.com"
+        self._public_url = public_url.rstrip("/")
+
+    def bucket(self, area: Area) -> str:
+        return self._buckets[area]
+
+    @staticmethod
+    def _translate(exc: Exception, what: str) -> Exception:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if isinstance(exc, ClientError):
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+            if code in ("404", "NoSuchKey", "NotFound"):
+                return NotFoundError(f"{what} does not exist")
+            if code == "NoSuchBucket":
+                return TemporaryError(f"{what}: bucket does not exist", reason="StorageUnavailable")
+            if status >= 500 or code in ("SlowDown", "Throttling", "RequestTimeout"):
+                return TemporaryError(f"{what}: S3 answered {code}", reason="StorageUnavailable")
+            return TemporaryError(f"{what}: S3 refused with {code}", reason="StorageRefused")
+        if isinstance(exc, BotoCoreError):
+            return TemporaryError(f"{what}: {exc}", reason="StorageUnavailable")
+        return exc
+
+    def head(self, area: Area, key: str) -> ObjectInfo | None:
+        try:
+            response = self._client.head_object(Bucket=self._buckets[area], Key=key)
+        except Exception as exc:
+            translated = self._translate(exc, f"s3://{self._buckets[area]}/{key}")
+            if isinstance(translated, NotFoundError):
+                return None
+            raise translated from exc
+        return ObjectInfo(
+            key=key,
+            size=int(response["ContentLength"]),
+            content_type=response.get("ContentType", "application/octet-stream"),
+            cache_control=response.get("CacheControl"),
+            metadata=dict(response.get("Metadata", {})),
+        )
+
+    def get(self, area: Area, key: str) -> StoredObject:
+        try:
+            response = self._client.get_object(Bucket=self._buckets[area], Key=key)
+            data = response["Body"].read()
+        except Exception as exc:
+            raise self._translate(exc, f"s3://{self._buckets[area]}/{key}") from exc
+        info = ObjectInfo(
+            key=key,
+            size=len(data),
+            content_type=response.get("ContentType", "application/octet-stream"),
+            cache_control=response.get("CacheControl"),
+            metadata=dict(response.get("Metadata", {})),
+        )
+        return StoredObject(info=info, data=data)
+
+    def put(
+        self,
+        area: Area,
+        key: str,
+        body: Body,
+        *,
+        content_type: str,
+        cache_control: str | None = CACHE_CONTROL,
+        metadata: dict[str, str] | None = None,
+    ) -> None:
+        extra: dict[str, Any] = {"ContentType": content_type, "Metadata": metadata or {}}
+        if cache_control is not None:
+            extra["CacheControl"] = cache_control
+        try:
+            self._client.put_object(Bucket=self._buckets[area], Key=key, Body=body, **extra)
+        except Exception as exc:
+            raise self._translate(exc, f"s3://{self._buckets[area]}/{key}") from exc
+
+    def delete(self, area: Area, key: str) -> None:
+        try:
+            self._client.delete_object(Bucket=self._buckets[area], Key=key)
+        except Exception as exc:
+            translated = self._translate(exc, f"s3://{self._buckets[area]}/{key}")
+            if not isinstance(translated, NotFoundError):
+                raise translated from exc
+
+    def list(self, area: Area, prefix: str = "") -> Iterator[str]:
+        paginator = self._client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self._buckets[area], Prefix=prefix):
+                for item in page.get("Contents", []):
+                    yield item["Key"]
+        except Exception as exc:
+            raise self._translate(exc, f"s3://{self._buckets[area]}/{prefix}*") from exc
+
+    def public_url(self, key: str) -> str:
+        return f"{self._public_url}/{key}"
+
+    def check(self) -> None:
+        for area, bucket in self._buckets.items():
+            try:
+                self._client.head_bucket(Bucket=bucket)
+            except Exception as exc:
+                raise self._translate(exc, f"{area} bucket {bucket!r}") from exc
+
+
+# --- settings ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    backend: str
+    directory: Path | None
+    endpoint_url: str | None
+    region: str | None
+    upload_bucket: str | None
+    public_bucket: str | None
+    public_url: str | None
+
+    @classmethod
+    def from_env(cls, env: Environ) -> StorageSettings:
+        backend = env_choice(env, "PINSTER_STORAGE_BACKEND", "local", ("local", "s3"))
+        directory = env_optional(env, "PINSTER_STORAGE_DIR")
+        if backend == "local" and directory is None:
+            raise ConfigError("PINSTER_STORAGE_DIR is required when PINSTER_STORAGE_BACKEND=local")
+        settings = cls(
+            backend=backend,
+            directory=Path(directory) if directory else None,
+            endpoint_url=env_optional(env, "PINSTER_S3_ENDPOINT_URL"),
+            region=env_optional(env, "PINSTER_S3_REGION") or env_optional(env, "AWS_REGION"),
+            upload_bucket=env_optional(env, "PINSTER_S3_UPLOAD_BUCKET"),
+            public_bucket=env_optional(env, "PINSTER_S3_PUBLIC_BUCKET"),
+            public_url=env_optional(env, "PINSTER_PUBLIC_URL"),
+        )
+        if backend == "s3":
+            env_str(env, "PINSTER_S3_UPLOAD_BUCKET")
+            env_str(env, "PINSTER_S3_PUBLIC_BUCKET")
+        return settings
+
+    def open(self) -> Storage:
+        if self.backend == "local":
+            assert self.directory is not None
+            return LocalStorage(self.directory, self.public_url)
+        assert self.upload_bucket is not None and self.public_bucket is not None
+        return S3Storage(
+            self.upload_bucket,
+            self.public_bucket,
+            endpoint_url=self.endpoint_url,
+            region=self.region,
+            public_url=self.public_url,
+        )
