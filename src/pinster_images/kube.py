@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from kubernetes import client, config
+
+SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 
 
 def api_client(kubeconfig: str | None = None) -> client.ApiClient:
     """An ApiClient for the service account when running in a Pod, else for the
     kubeconfig named by the argument, ``$KUBECONFIG`` or ``~/.kube/config``."""
-    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+    # The devcluster's node agent gives Pods a KUBECONFIG instead of a mounted token.
+    in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and SERVICE_ACCOUNT_TOKEN.exists()
+    if kubeconfig is None and in_cluster:
         configuration = client.Configuration()
         config.load_incluster_config(client_configuration=configuration)
     else:
