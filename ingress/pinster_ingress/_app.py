@@ -1,0 +1,219 @@
+"""The ASGI app: routes, and the one place where failures become HTTP answers."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from pinster_images.errors import PermanentError, PinsterError, TemporaryError
+from pinster_images.sniff import ImageRejected
+from pinster_images.storage import Storage
+from pinster_ingress import _kube
+from pinster_ingress._auth import Claims, TokenVerifier
+from pinster_ingress._errors import HttpError, error, unavailable
+from pinster_ingress._intake import Intake
+from pinster_ingress._metrics import Metrics, MetricsMiddleware
+from pinster_ingress._openapi import document as openapi_document
+from pinster_ingress._settings import IngressSettings
+from pinster_ingress._status import status_body
+
+log = logging.getLogger("pinster_ingress")
+
+#: The original answered every request with these (browsers call it directly).
+CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Credentials": "true"}
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,251}[a-z0-9])?$")
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class ImageJSONResponse(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _failure(request: Request, exc: Exception, retry_after: int) -> Response:
+    """Every refusal and failure, mapped once."""
+    if isinstance(exc, HttpError):
+        status, body, reason, headers = exc.status, exc.body, exc.reason, exc.headers
+    elif isinstance(exc, ImageRejected):
+        status, reason, headers = exc.status, exc.reason, {}
+        body = {"error": exc.message, "reason": exc.reason}
+    elif isinstance(exc, TemporaryError):
+        failure = unavailable(exc.reason, exc.message, retry_after)
+        status, body, reason, headers = 503, failure.body, failure.reason, failure.headers
+    elif isinstance(exc, ClientDisconnect):
+        # Nobody is left to read it; counted, not logged as a failure of ours.
+        status, reason, headers = 400, "ClientDisconnected", {}
+        body = {"error": "the client went away before the body was complete", "reason": reason}
+    elif isinstance(exc, PermanentError | PinsterError):
+        # Refused by a backend (RBAC, a schema we violated): not the client's fault.
+        status, reason, headers = 502, exc.reason, {}
+        body = {"error": exc.message, "reason": exc.reason}
+    else:
+        log.exception("unexpected failure on %s %s", request.method, request.url.path)
+        status, reason, headers = 500, "InternalError", {}
+        body = {"error": "Internal Server Error", "reason": reason}
+    if status >= 500:
+        log.warning("%s %s -> %d %s", request.method, request.url.path, status, reason)
+    request.scope.setdefault("state", {})["outcome"] = reason
+    return ImageJSONResponse(body, status_code=status, headers={**CORS, **headers})
+
+
+def guarded(handler: Handler, retry_after: int) -> Handler:
+    async def endpoint(request: Request) -> Response:
+        try:
+            response = await handler(request)
+        except Exception as exc:
+            return _failure(request, exc, retry_after)
+        response.headers.update(CORS)
+        return response
+
+    endpoint.__name__ = handler.__name__
+    return endpoint
+
+
+class Service:
+    """The handlers, bound to their collaborators."""
+
+    def __init__(
+        self,
+        settings: IngressSettings,
+        storage: Storage,
+        uploads: _kube.ImageUploads,
+        verifier: TokenVerifier,
+        metrics: Metrics,
+    ) -> None:
+        self.settings = settings
+        self.storage = storage
+        self.uploads = uploads
+        self.verifier = verifier
+        self.metrics = metrics
+        self.intake = Intake(settings, storage, uploads, metrics)
+
+    async def claims(self, request: Request) -> Claims:
+        header = request.headers.get("authorization")
+        if self.verifier.blocking:
+            return await run_in_threadpool(self.verifier.verify, header)
+        return self.verifier.verify(header)
+
+    async def upload(self, request: Request) -> Response:
+        claims = await self.claims(request)
+        received = await self.intake.read(request)
+        accepted = await self.intake.accept(claims, received)
+        request.scope.setdefault("state", {})["outcome"] = (
+            "Accepted" if accepted.created else "AlreadyExists"
+        )
+        return ImageJSONResponse(
+            accepted.body(),
+            status_code=202 if accepted.created else 200,
+            headers={"Location": accepted.status_url},
+        )
+
+    async def status(self, request: Request) -> Response:
+        claims = await self.claims(request)
+        name = request.path_params["name"]
+        namespace = self.settings.namespace
+        found = await _kube.get(self.uploads, namespace, name) if _NAME.match(name) else None
+        uploader = ((found or {}).get("spec") or {}).get("uploader") or {}
+        # Only the imageable the token speaks for may read it; others learn nothing.
+        if found is None or (uploader.get("imageableType"), uploader.get("imageableId")) != (
+            claims.imageable_type,
+            claims.imageable_id,
+        ):
+            raise error(404, "NotFound", f"ImageUpload {name} not found")
+        return ImageJSONResponse(status_body(found, self.storage))
+
+    async def healthz(self, request: Request) -> Response:
+        return ImageJSONResponse({"status": "ok"})
+
+    async def readyz(self, request: Request) -> Response:
+        checks: dict[str, str] = {}
+        for check, call in (("storage", self.storage.check), ("kubernetes", self.uploads.ping)):
+            try:
+                await run_in_threadpool(call)
+                checks[check] = "ok"
+            except Exception as exc:
+                checks[check] = str(exc) or type(exc).__name__
+        ready = all(value == "ok" for value in checks.values())
+        return ImageJSONResponse(
+            {"status": "ok" if ready else "unavailable", "checks": checks},
+            status_code=200 if ready else 503,
+        )
+
+    async def metrics_endpoint(self, request: Request) -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        return Response(self.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    async def openapi(self, request: Request) -> Response:
+        return ImageJSONResponse(openapi_document(self.settings))
+
+    def routes(self) -> list[BaseRoute]:
+        """The route list. ``/generate`` comes from ``pinster_ingress._generate`` if present."""
+        retry = self.settings.retry_after
+        routes: list[BaseRoute] = [
+            Route("/", guarded(self.upload, retry), methods=["POST"]),
+            Route("/v1/images", guarded(self.upload, retry), methods=["POST"]),
+            Route("/v1/images/", guarded(self.upload, retry), methods=["POST"]),
+            Route("/v1/images/{name}", guarded(self.status, retry), methods=["GET"]),
+            Route("/healthz", guarded(self.healthz, retry), methods=["GET"]),
+            Route("/readyz", guarded(self.readyz, retry), methods=["GET"]),
+            Route("/metrics", guarded(self.metrics_endpoint, retry), methods=["GET"]),
+            Route("/openapi.json", guarded(self.openapi, retry), methods=["GET"]),
+        ]
+        return routes + optional_routes(self)
+
+
+def optional_routes(service: Service) -> list[BaseRoute]:
+    """Routes other parts contribute: ``pinster_ingress._generate.routes(service)``."""
+    try:
+        generate = importlib.import_module("pinster_ingress._generate")
+    except ModuleNotFoundError as exc:
+        if exc.name != "pinster_ingress._generate":
+            raise
+        return []
+    contributed: Sequence[BaseRoute] = generate.routes(service)
+    return list(contributed)
+
+
+def create_app(
+    settings: IngressSettings,
+    *,
+    storage: Storage | None = None,
+    uploads: _kube.ImageUploads | None = None,
+    verifier: TokenVerifier | None = None,
+    metrics: Metrics | None = None,
+) -> Starlette:
+    """The app; collaborators default to the ones the settings describe."""
+    if storage is None:
+        storage = settings.storage.open()
+    if uploads is None:
+        from pinster_images.kube import api_client
+
+        uploads = _kube.KubeImageUploads(api_client(settings.kubeconfig), settings.kube_timeout)
+    metrics = metrics or Metrics()
+    service = Service(settings, storage, uploads, verifier or TokenVerifier(settings.auth), metrics)
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        code = int(getattr(exc, "status_code", 404))
+        reason = "NotFound" if code == 404 else "MethodNotAllowed"
+        return ImageJSONResponse(
+            {"error": f"{request.method} {request.url.path}: {reason}", "reason": reason},
+            status_code=code,
+            headers=CORS,
+        )
+
+    app = Starlette(routes=service.routes(), exception_handlers={404: not_found, 405: not_found})
+    app.state.service = service
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app

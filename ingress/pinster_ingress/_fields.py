@@ -1,0 +1,94 @@
+"""The original service's field rules for ``name``, ``description`` and ``featured``.
+
+A field is considered only when JavaScript would find it truthy; ``name`` and
+``description`` must then be longer than 3 and shorter than 140 UTF-16 code units (the
+original measured ``String(x).length``) and are stored sanitised: ``name`` keeps word
+characters and spaces, ``description`` also ``\\ . ! ?``. Differences, all where the
+original crashed or wrote invalid S3 metadata: non-string names or descriptions are a
+400 (the original threw), whitespace other than a plain space becomes a space, and
+``featured`` must be a string or number of at most 64 printable ASCII characters.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from pinster_ingress._errors import FEATURED_MESSAGE, FIELD_MESSAGE, invalid_fields
+
+MAX_FEATURED = 64  # the CRD's bound
+_NAME_DROP = re.compile(r"[^A-Za-z0-9_\s]")
+_DESCRIPTION_DROP = re.compile(r"[^A-Za-z0-9_\s\\.!?]")
+_WHITESPACE = re.compile(r"\s")
+
+
+@dataclass(frozen=True)
+class Fields:
+    name: str | None = None
+    description: str | None = None
+    featured: str | None = None
+
+    def metadata(self) -> dict[str, str]:
+        """The optional object metadata, present only when given (as the original)."""
+        items = (("name", self.name), ("description", self.description))
+        meta = {key: value for key, value in items if value is not None}
+        if self.featured is not None:
+            meta["featured"] = self.featured
+        return meta
+
+
+class TooLong:
+    """Stands for a field value that was streamed away because it was huge."""
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+
+
+def truthy(value: Any) -> bool:
+    """JavaScript truthiness of a JSON value."""
+    if value is None or value is False or value == "":
+        return False
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return value != 0 and not (isinstance(value, float) and math.isnan(value))
+    return True
+
+
+def js_length(text: str) -> int:
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
+
+
+def _text(value: Any, drop: re.Pattern[str]) -> str | None:
+    if not isinstance(value, str):
+        return None
+    if not 3 < js_length(value) < 140:
+        return None
+    # \s in a str pattern is Unicode whitespace, as JavaScript's; S3 metadata is ASCII.
+    return _WHITESPACE.sub(" ", drop.sub("", value))
+
+
+def validate(data: dict[str, Any]) -> Fields:
+    errors: dict[str, str] = {}
+    values: dict[str, str | None] = {"name": None, "description": None, "featured": None}
+    for key, drop in (("name", _NAME_DROP), ("description", _DESCRIPTION_DROP)):
+        if truthy(data.get(key)):
+            values[key] = _text(data[key], drop)
+            if values[key] is None:
+                errors[key] = FIELD_MESSAGE
+    featured = data.get("featured")
+    if truthy(featured):
+        if isinstance(featured, int | float) and not isinstance(featured, bool):
+            featured = str(featured)
+        if (
+            isinstance(featured, str)
+            and len(featured) <= MAX_FEATURED
+            and featured.isascii()
+            and featured.isprintable()
+        ):
+            values["featured"] = featured
+        else:
+            errors["featured"] = FEATURED_MESSAGE
+    if errors:
+        raise invalid_fields(errors)
+    return Fields(**values)

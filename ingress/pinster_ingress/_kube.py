@@ -1,0 +1,125 @@
+"""ImageUploads in the API server: create (idempotently) and read, off the event loop.
+
+The official client is synchronous; calls run in a worker thread. Failures map onto
+the project's split once, here: the API server unreachable, timing out or answering
+5xx/429 is a TemporaryError (the client gets 503 + Retry-After); any other refusal is a
+PermanentError.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from starlette.concurrency import run_in_threadpool
+
+from pinster_images import resource
+from pinster_images.errors import PermanentError, TemporaryError
+
+
+class ImageUploads(Protocol):
+    """What the service needs from the API server (a fake implements it in unit tests)."""
+
+    def create(self, manifest: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Create the object; on AlreadyExists return the stored one. (object, created)"""
+
+    def get(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    def ping(self) -> None:
+        """Raise TemporaryError when the API server cannot be reached."""
+
+
+def _translate(exc: Exception, what: str) -> Exception:
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    if isinstance(exc, ApiException):
+        status = int(exc.status or 0)
+        if status >= 500 or status in (0, 429):
+            return TemporaryError(
+                f"{what}: API server answered {status} {exc.reason}",
+                reason="KubernetesUnavailable",
+            )
+        return PermanentError(
+            f"{what}: API server refused with {status} {exc.reason}: {str(exc.body)[:300]}",
+            reason="KubernetesRefused",
+        )
+    if isinstance(exc, HTTPError | OSError):
+        return TemporaryError(
+            f"{what}: API server unreachable: {exc}", reason="KubernetesUnavailable"
+        )
+    return exc
+
+
+class KubeImageUploads:
+    def __init__(self, api_client: Any, timeout: float = 10.0) -> None:
+        from kubernetes import client
+
+        self._api = client.CustomObjectsApi(api_client)
+        self._version = client.VersionApi(api_client)
+        self._timeout = timeout
+
+    def _get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            found: dict[str, Any] = self._api.get_namespaced_custom_object(
+                resource.GROUP,
+                resource.VERSION,
+                namespace,
+                resource.PLURAL,
+                name,
+                _request_timeout=self._timeout,
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return found
+
+    def create(self, manifest: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        from kubernetes.client.exceptions import ApiException
+
+        namespace = manifest["metadata"]["namespace"]
+        name = manifest["metadata"]["name"]
+        what = f"ImageUpload {namespace}/{name}"
+        try:
+            for _ in range(2):  # a 409 then 404 means it was deleted in between: once more
+                try:
+                    created: dict[str, Any] = self._api.create_namespaced_custom_object(
+                        resource.GROUP,
+                        resource.VERSION,
+                        namespace,
+                        resource.PLURAL,
+                        manifest,
+                        _request_timeout=self._timeout,
+                    )
+                    return created, True
+                except ApiException as exc:
+                    if exc.status != 409:
+                        raise
+                existing = self._get(namespace, name)
+                if existing is not None:
+                    return existing, False
+        except Exception as exc:
+            raise _translate(exc, f"creating {what}") from exc
+        raise TemporaryError(f"creating {what}: conflicting concurrent deletes", reason="Conflict")
+
+    def get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self._get(namespace, name)
+        except Exception as exc:
+            raise _translate(exc, f"reading ImageUpload {namespace}/{name}") from exc
+
+    def ping(self) -> None:
+        try:
+            self._version.get_code(_request_timeout=min(self._timeout, 3.0))
+        except Exception as exc:
+            raise _translate(exc, "API server") from exc
+
+
+async def create(uploads: ImageUploads, manifest: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    return await run_in_threadpool(uploads.create, manifest)
+
+
+async def get(uploads: ImageUploads, namespace: str, name: str) -> dict[str, Any] | None:
+    return await run_in_threadpool(uploads.get, namespace, name)

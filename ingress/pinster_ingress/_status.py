@@ -1,0 +1,38 @@
+"""The body of ``GET /v1/images/{name}``: an ImageUpload as its uploader needs to see it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pinster_images.resource import Phase
+from pinster_images.storage import Storage
+
+_TERMINAL = {phase.value for phase in Phase if phase.terminal}
+
+
+def status_body(obj: dict[str, Any], storage: Storage) -> dict[str, Any]:
+    metadata = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    published = status.get("published") or {}
+    urls: dict[str, str] = {}
+    original = published.get("original") or {}
+    if original.get("key"):
+        urls["original"] = original.get("url") or storage.public_url(original["key"])
+    for thumbnail in published.get("thumbnails") or []:
+        if thumbnail.get("size") and thumbnail.get("key"):
+            urls[thumbnail["size"]] = thumbnail.get("url") or storage.public_url(thumbnail["key"])
+    phase = status.get("phase") or Phase.PENDING.value
+    return {
+        "name": metadata.get("name"),
+        "namespace": metadata.get("namespace"),
+        "md5": spec.get("md5"),
+        "phase": phase,
+        "terminal": phase in _TERMINAL,
+        "conditions": status.get("conditions") or [],
+        "verdict": status.get("verdict"),
+        "published": published or None,
+        "urls": urls,
+        "created": metadata.get("creationTimestamp"),
+        "completed": status.get("completedAt"),
+    }

@@ -1,0 +1,42 @@
+"""``pinster-images ingress``: serve the upload service with uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+
+from pinster_images import logs
+from pinster_images.config import environ
+from pinster_images.errors import ConfigError
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="pinster-images ingress",
+        description="Serve the upload service. Settings come from PINSTER_* variables "
+        "(docs/ingress.md); --host/--port override PINSTER_INGRESS_HOST/PORT.",
+    )
+    parser.add_argument("--host")
+    parser.add_argument("--port", type=int)
+    args = parser.parse_args(argv)
+
+    import uvicorn
+
+    from pinster_ingress._app import create_app
+    from pinster_ingress._settings import IngressSettings
+
+    try:
+        settings = IngressSettings.from_env(environ())
+    except ConfigError as exc:
+        print(f"pinster-images ingress: {exc}")
+        return 2
+    logs.setup(settings.log_level, settings.log_format)
+    app = create_app(settings)
+    uvicorn.run(
+        app,
+        host=args.host or settings.host,
+        port=args.port if args.port is not None else settings.port,
+        log_config=None,  # keep our structured logging
+        access_log=False,  # /metrics counts requests
+        timeout_graceful_shutdown=20,
+    )
+    return 0

@@ -1,0 +1,31 @@
+"""Waiting for a condition instead of sleeping a guessed time."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def wait_for(
+    predicate: Callable[[], T], timeout: float = 30.0, interval: float = 0.05, what: str = ""
+) -> T:
+    """Call ``predicate`` until it returns something truthy; return that. Raises
+    TimeoutError naming ``what`` (and the last exception, if any) after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while True:
+        try:
+            result = predicate()
+            if result:
+                return result
+        except Exception as exc:  # the condition may fail until it holds
+            last_error = exc
+        if time.monotonic() > deadline:
+            detail = f"; last error: {last_error!r}" if last_error else ""
+            raise TimeoutError(
+                f"timed out after {timeout}s waiting for {what or predicate}{detail}"
+            )
+        time.sleep(interval)

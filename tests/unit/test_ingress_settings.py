@@ -1,0 +1,106 @@
+"""IngressSettings.from_env: every variable, defaults, and errors naming the variable."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+from pinster_ingress import IngressSettings, TokenVerifier
+from pinster_ingress._settings import default_namespace
+
+from pinster_images.errors import ConfigError
+from pinster_images.resource import DEFAULT_THUMBNAIL_SIZES
+from pinster_images.sniff import ImageLimits
+from tests.support import ingress as si
+
+PAIR = si.key_pair()
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {
+        "PINSTER_SERVICE_URL": si.SERVICE_URL,
+        "PINSTER_API_URL": si.API_URL,
+        "PINSTER_API_PUBLIC_KEY": base64.b64encode(PAIR.public).decode(),
+        "PINSTER_STORAGE_DIR": str(tmp_path),
+        **extra,
+    }
+
+
+def test_defaults(tmp_path: Path) -> None:
+    settings = IngressSettings.from_env(_env(tmp_path, PINSTER_NAMESPACE="images"))
+    assert settings.auth.public_key == PAIR.public
+    assert settings.auth.leeway == 10.0
+    assert settings.limits == ImageLimits()
+    assert settings.thumbnail_sizes == DEFAULT_THUMBNAIL_SIZES
+    assert (settings.namespace, settings.port, settings.retry_after) == ("images", 8080, 5)
+    assert settings.storage.backend == "local"
+
+
+def test_every_variable(tmp_path: Path) -> None:
+    key_file = tmp_path / "api.pub"
+    key_file.write_bytes(PAIR.public)
+    env = _env(
+        tmp_path,
+        PINSTER_API_PUBLIC_KEY="",
+        PINSTER_API_PUBLIC_KEY_FILE=str(key_file),
+        PINSTER_API_JWKS="https://api.test/.well-known/jwks.json",
+        PINSTER_THUMBNAIL_SIZES="400xauto, 64x64",
+        PINSTER_MAX_BYTES="1000",
+        PINSTER_MAX_PIXELS="2000",
+        PINSTER_MAX_FRAMES="3",
+        PINSTER_NAMESPACE="ns",
+        PINSTER_INGRESS_HOST="127.0.0.1",
+        PINSTER_INGRESS_PORT="9000",
+        PINSTER_KUBE_TIMEOUT="2.5",
+        PINSTER_RETRY_AFTER="30",
+        PINSTER_JWT_LEEWAY="0",
+        PINSTER_LOG_FORMAT="text",
+    )
+    settings = IngressSettings.from_env(env)
+    assert settings.auth.public_key == PAIR.public.strip()  # env_pem strips the file
+    assert settings.auth.jwks == "https://api.test/.well-known/jwks.json"
+    assert settings.auth.leeway == 0
+    assert settings.thumbnail_sizes == ("400xauto", "64x64")
+    assert settings.limits == ImageLimits(1000, 2000, 3)
+    assert (settings.host, settings.port, settings.kube_timeout, settings.retry_after) == (
+        "127.0.0.1",
+        9000,
+        2.5,
+        30,
+    )
+    assert settings.log_format == "text"
+
+
+@pytest.mark.parametrize(
+    ("override", "variable"),
+    [
+        ({"PINSTER_SERVICE_URL": ""}, "PINSTER_SERVICE_URL"),
+        ({"PINSTER_API_URL": ""}, "PINSTER_API_URL"),
+        ({"PINSTER_API_PUBLIC_KEY": ""}, "PINSTER_API_PUBLIC_KEY"),
+        ({"PINSTER_API_PUBLIC_KEY": "bm90IGEga2V5"}, "PINSTER_API_PUBLIC_KEY"),
+        ({"PINSTER_THUMBNAIL_SIZES": "big"}, "PINSTER_THUMBNAIL_SIZES"),
+        ({"PINSTER_MAX_BYTES": "-1"}, "PINSTER_MAX_BYTES"),
+        ({"PINSTER_INGRESS_PORT": "http"}, "PINSTER_INGRESS_PORT"),
+        ({"PINSTER_LOG_FORMAT": "xml"}, "PINSTER_LOG_FORMAT"),
+        ({"PINSTER_STORAGE_DIR": ""}, "PINSTER_STORAGE_DIR"),
+    ],
+)
+def test_errors_name_the_variable(tmp_path: Path, override: dict[str, str], variable: str) -> None:
+    with pytest.raises(ConfigError, match=variable):
+        IngressSettings.from_env(_env(tmp_path, **override))
+
+
+def test_a_pem_that_is_not_a_public_key_fails_at_start(tmp_path: Path) -> None:
+    broken = b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"
+    settings = IngressSettings.from_env(_env(tmp_path, PINSTER_API_PUBLIC_KEY=broken.decode()))
+    with pytest.raises(ConfigError, match="PINSTER_API_PUBLIC_KEY"):
+        TokenVerifier(settings.auth)
+
+
+def test_namespace_from_the_service_account_file(tmp_path: Path) -> None:
+    sa = tmp_path / "namespace"
+    sa.write_text("pinster-system\n")
+    assert default_namespace({}, sa) == "pinster-system"
+    assert default_namespace({"PINSTER_NAMESPACE": "x"}, sa) == "x"
+    assert default_namespace({}, tmp_path / "missing") == "default"
