@@ -1,0 +1,98 @@
+"""Fixtures shared by every suite.
+
+The devcluster fixtures start the local control plane lazily: only a test that asks for
+``devcluster``, ``kube_api``, ``namespace`` or ``kubectl`` brings it up (once per
+session, in a temporary state directory), so unit tests never pay for it. Missing
+binaries fail those tests with the message saying how to build them; nothing is skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.support.kube import Kubectl, unique_name
+from tests.support.waiting import wait_for
+
+pytest_plugins = [
+    "tests.support.s3",
+    "tests.support.pinster_api",
+    "tests.support.crd",
+    "tests.support.rekognition",
+]
+
+
+@pytest.fixture(scope="session")
+def devcluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A running :class:`pinster_devcluster.DevCluster` (``.kubeconfig``, ``.state_dir``,
+    ``.bin_dir``, ``.env``), stopped at the end of the session even after failures."""
+    from pinster_devcluster import DevCluster
+    from pinster_devcluster._procs import stop
+    from pinster_devcluster._watchdog import watch
+
+    from pinster_images.errors import ConfigError
+
+    cluster = DevCluster(tmp_path_factory.mktemp("devcluster"))
+    try:
+        cluster.up()
+    except ConfigError as exc:  # binaries not built: say how, and fail rather than skip
+        pytest.fail(str(exc), pytrace=False)
+    # Should this session be killed before its finalizers run, the cluster goes too.
+    watchdog = watch(cluster)
+    try:
+        yield cluster
+    finally:
+        cluster.down()
+        stop(watchdog, grace=1)
+
+
+@pytest.fixture(scope="session")
+def kube_api(devcluster: Any) -> Iterator[Any]:
+    """A ``kubernetes.client.ApiClient`` with the admin credentials."""
+    from pinster_images.kube import api_client
+
+    client = api_client(str(devcluster.kubeconfig))
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def kubectl(devcluster: Any) -> Kubectl:
+    """``kubectl(*args, input=None) -> stdout`` as the cluster admin;
+    ``kubectl.run(..., check=False)`` for the CompletedProcess."""
+    return Kubectl(devcluster.bin_dir / "kubectl", devcluster.env)
+
+
+@pytest.fixture
+def namespace(kube_api: Any, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace for this test (its default service account already exists, so
+    Pods are admitted at once); deleted afterwards without waiting for finalization."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    core = client.CoreV1Api(kube_api)
+    name = unique_name(request.node.name, max_length=40)
+    core.create_namespace({"metadata": {"name": name, "labels": {"pinster.io/test": "true"}}})
+
+    def default_service_account() -> bool:
+        try:
+            core.read_namespaced_service_account("default", name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    try:
+        wait_for(default_service_account, timeout=30, what=f"serviceaccount {name}/default")
+        yield name
+    finally:
+        try:
+            core.delete_namespace(name)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
