@@ -30,7 +30,6 @@ def _pipe(source: socket.socket, target: socket.socket) -> None:
 class ServiceProxy:
     def __init__(self, api: client.ApiClient) -> None:
         self.core = client.CoreV1Api(api)
-        self.discovery = client.DiscoveryV1Api(api)
         self.serialize = api.sanitize_for_serialization
         self._listeners: dict[tuple[str, int], tuple[socket.socket, str, str, str]] = {}
         self._lock = threading.Lock()
@@ -40,17 +39,34 @@ class ServiceProxy:
     # --- which endpoints serve a Service port ---
 
     def _endpoints(self, namespace: str, service: str, port_name: str) -> list[tuple[str, int]]:
-        slices = self.discovery.list_namespaced_endpoint_slice(
-            namespace, label_selector=f"kubernetes.io/service-name={service}"
-        ).items
+        """Ready Pods selected by the Service. EndpointSlices cannot be used: the API
+        server refuses loopback endpoint addresses, and Pod IPs here are loopback."""
+        spec = self.core.read_namespaced_service(service, namespace).spec
+        if not spec.selector:
+            return []
+        port = next((p for p in spec.ports or [] if (p.name or "") == port_name), None)
+        if port is None:
+            return []
+        selector = ",".join(f"{k}={v}" for k, v in spec.selector.items())
         result: list[tuple[str, int]] = []
-        for endpoint_slice in slices:
-            ports = [p for p in endpoint_slice.ports or [] if (p.name or "") == port_name]
-            for endpoint in endpoint_slice.endpoints or []:
-                if endpoint.conditions is not None and endpoint.conditions.ready is False:
+        for pod in self.core.list_namespaced_pod(namespace, label_selector=selector).items:
+            ready = any(
+                c.type == "Ready" and c.status == "True" for c in pod.status.conditions or []
+            )
+            if not ready or not pod.status.pod_ip or pod.metadata.deletion_timestamp:
+                continue
+            target = port.target_port if port.target_port is not None else port.port
+            if isinstance(target, str) and not target.isdigit():
+                named = [
+                    p.container_port
+                    for c in pod.spec.containers
+                    for p in c.ports or []
+                    if p.name == target
+                ]
+                if not named:
                     continue
-                for port in ports:
-                    result.extend((address, int(port.port)) for address in endpoint.addresses)
+                target = named[0]
+            result.append((pod.status.pod_ip, int(target)))
         return result
 
     def _accept(self, listener: socket.socket) -> None:

@@ -48,15 +48,15 @@ class Container:
         return {k: v for k, v in terminated.items() if v is not None}
 
     def to_status(self) -> dict[str, Any]:
+        # Explicit nulls: status is sent as a strategic merge patch, which would otherwise
+        # keep the previous state beside the new one.
+        state: dict[str, Any] = {"running": None, "terminated": None, "waiting": None}
         if self.state == "running":
-            state: dict[str, Any] = {"running": {"startedAt": self.started_at}}
+            state["running"] = {"startedAt": self.started_at}
         elif self.state == "terminated":
-            state = {"terminated": self.terminated_dict()}
+            state["terminated"] = self.terminated_dict()
         else:
-            waiting: dict[str, Any] = {"reason": self.reason}
-            if self.message:
-                waiting["message"] = self.message
-            state = {"waiting": waiting}
+            state["waiting"] = {"reason": self.reason, "message": self.message or None}
         status: dict[str, Any] = {
             "name": self.name,
             "image": self.image,
@@ -65,7 +65,7 @@ class Container:
             "started": self.state == "running",
             "restartCount": self.restart_count,
             "state": state,
-            "lastState": {"terminated": self.last_terminated} if self.last_terminated else {},
+            "lastState": {"terminated": self.last_terminated},
         }
         if self.pid:
             status["containerID"] = f"local://{self.pid}"
@@ -109,15 +109,13 @@ def termination_message(path: Path, policy: str, exit_code: int, log: Path) -> s
 
 
 def condition(type_: str, value: bool, reason: str | None = None) -> dict[str, Any]:
-    result: dict[str, Any] = {
+    return {
         "type": type_,
         "status": "True" if value else "False",
+        "reason": reason,  # None clears a previous reason in the merge patch
         "lastProbeTime": None,
         "lastTransitionTime": now(),
     }
-    if reason:
-        result["reason"] = reason
-    return result
 
 
 def phase_of(containers: list[Container], restart_policy: str, init_failed: bool) -> str:
