@@ -114,11 +114,18 @@ def _builder(
     )
 
 
+def _serves(cert_file: Path, ip: str) -> bool:
+    # A service range changed since the certificates were made: they must be made again.
+    cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return ipaddress.ip_address(ip) in sans.get_values_for_type(x509.IPAddress)
+
+
 def generate(directory: Path, *, service_ip: str) -> Pki:
     """Create every file (idempotent: an existing complete set is kept, so a restarted
     cluster keeps trusting the kubeconfigs already handed out)."""
     pki = Pki(directory)
-    if pki.complete():
+    if pki.complete() and _serves(pki.serving_cert, service_ip):
         return pki
     directory.mkdir(parents=True, exist_ok=True)
 

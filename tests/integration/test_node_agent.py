@@ -94,7 +94,9 @@ def test_a_job_exiting_0_completes_and_its_output_is_kept(
     kube_api: Any, namespace: str, devcluster: DevCluster
 ) -> None:
     batch, core = client.BatchV1Api(kube_api), client.CoreV1Api(kube_api)
-    batch.create_namespaced_job(namespace, job_body("ok", ["sh", "-c", "echo hello; echo oops >&2"]))
+    batch.create_namespaced_job(
+        namespace, job_body("ok", ["sh", "-c", "echo hello; echo oops >&2"])
+    )
 
     condition = wait_for(
         lambda: job_condition(batch, namespace, "ok"), JOB_TIMEOUT, what="job ok done"
