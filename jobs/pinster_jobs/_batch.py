@@ -1,0 +1,163 @@
+"""Running one stage over a batch of uploads and reporting a result for each.
+
+Per upload: read its spec, do the work, write one StageResult. A permanent failure
+(broken file, bomb) becomes that upload's ``failed`` result and the batch goes on;
+temporary trouble writes nothing for that upload and makes the pod exit 75
+(EX_TEMPFAIL) at the end, so the Job's backoffLimit retries the batch, whose finished
+uploads are then cheap no-ops. A short summary goes to the termination message, which
+the operator shows when the Job fails.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from pinster_images import logs, results
+from pinster_images.errors import PermanentError, TemporaryError
+from pinster_images.resource import GROUP, PLURAL, VERSION, ImageUploadSpec, Stage
+from pinster_images.storage import Storage
+
+log = logging.getLogger("pinster_jobs")
+
+EXIT_OK = 0
+EXIT_TEMPORARY = 75  # EX_TEMPFAIL: the Job's backoffLimit retries
+EXIT_CONFIG = 78  # EX_CONFIG: a setting is wrong; retrying cannot help
+#: Kubernetes keeps at most 4096 bytes of a termination message.
+TERMINATION_LIMIT = 4000
+
+Log = logging.Logger | logging.LoggerAdapter[logging.Logger]
+#: The work of one stage for one upload; returns the result's ``data``.
+Work = Callable[[ImageUploadSpec, Log], dict[str, Any]]
+
+
+class Specs(Protocol):
+    def get(self, namespace: str, name: str) -> ImageUploadSpec | None:
+        """The upload's spec, or None when it no longer exists."""
+        ...
+
+
+class KubeSpecs:
+    """Specs read from the API server (the Job's service account may only ``get``)."""
+
+    def __init__(self, api_client: Any) -> None:
+        from kubernetes import client
+
+        self._api = client.CustomObjectsApi(api_client)
+
+    def get(self, namespace: str, name: str) -> ImageUploadSpec | None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            body = self._api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise TemporaryError(
+                f"reading ImageUpload {namespace}/{name}: API server answered {exc.status}",
+                reason="ApiUnavailable",
+            ) from exc
+        except OSError as exc:  # urllib3 connection errors after its retries
+            raise TemporaryError(
+                f"reading ImageUpload {namespace}/{name}: {exc}", reason="ApiUnavailable"
+            ) from exc
+        return ImageUploadSpec.from_dict(body["spec"])
+
+
+@dataclass
+class Summary:
+    stage: Stage
+    succeeded: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    temporary: list[tuple[str, str]] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_TEMPORARY if self.temporary else EXIT_OK
+
+    def message(self) -> str:
+        parts = [f"{self.stage}: {len(self.succeeded)} succeeded"]
+        if self.failed:
+            parts.append(f"{len(self.failed)} failed")
+        if self.missing:
+            parts.append(f"{len(self.missing)} gone")
+        if self.temporary:
+            parts.append(f"{len(self.temporary)} to retry")
+        lines = [", ".join(parts)]
+        lines += [f"retry {name}: {why}" for name, why in self.temporary]
+        lines += [f"failed {name}: {why}" for name, why in self.failed]
+        text = "\n".join(lines)
+        if len(text.encode()) > TERMINATION_LIMIT:
+            text = text.encode()[: TERMINATION_LIMIT - 4].decode(errors="ignore") + "\n..."
+        return text
+
+
+def write_termination_message(path: Path, text: str) -> None:
+    """Best effort: outside a pod the path may not exist or be writable."""
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError:
+        log.debug("termination message not written to %s", path)
+
+
+def run_batch(
+    stage: Stage,
+    namespace: str,
+    uploads: Sequence[str],
+    *,
+    storage: Storage,
+    specs: Specs,
+    work: Work,
+    job_name: str = "",
+) -> Summary:
+    summary = Summary(stage)
+    for name in dict.fromkeys(uploads):
+        upload_log = logs.for_upload(log, namespace, name)
+        try:
+            spec = specs.get(namespace, name)
+            if spec is None:
+                upload_log.warning("ImageUpload no longer exists; nothing to do")
+                summary.missing.append(name)
+                continue
+            try:
+                data = work(spec, upload_log)
+                result = results.StageResult(
+                    namespace=namespace,
+                    upload=name,
+                    stage=stage,
+                    job=job_name,
+                    outcome="succeeded",
+                    data=data,
+                )
+            except TemporaryError:
+                raise
+            except PermanentError as exc:
+                upload_log.warning("%s failed permanently: %s: %s", stage, exc.reason, exc.message)
+                result = results.StageResult(
+                    namespace=namespace,
+                    upload=name,
+                    stage=stage,
+                    job=job_name,
+                    outcome="failed",
+                    reason=exc.reason,
+                    message=exc.message,
+                )
+            results.write(storage, result)
+        except TemporaryError as exc:
+            upload_log.warning("%s will be retried: %s: %s", stage, exc.reason, exc.message)
+            summary.temporary.append((name, f"{exc.reason}: {exc.message}"))
+            continue
+        except Exception as exc:  # a bug or an unforeseen failure: let the Job retry
+            upload_log.exception("%s crashed", stage)
+            summary.temporary.append((name, f"{type(exc).__name__}: {exc}"))
+            continue
+        if result.outcome == "succeeded":
+            summary.succeeded.append(name)
+            upload_log.info("%s succeeded", stage)
+        else:
+            summary.failed.append((name, f"{result.reason}: {result.message}"))
+    return summary

@@ -1,0 +1,111 @@
+"""The thumbnail stage for one upload: publish thumbnails, then the original, then
+remove the raw object; idempotent, so a retried Job repeats none of the finished work.
+
+Order matters: the raw object is the only copy until the original is published, and
+an interrupted run must be able to start again. When the raw object is already gone
+(a previous run got that far), the published original is the source.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from pinster_images.errors import PermanentError
+from pinster_images.resource import ImageUploadSpec
+from pinster_images.storage import Area, ObjectInfo, Storage, thumbnail_key
+from pinster_jobs._metadata import strip_location
+from pinster_jobs._thumbnail import WEBP_SUFFIX, WEBP_TYPE, Source, ThumbnailEngine
+
+Log = logging.Logger | logging.LoggerAdapter[logging.Logger]
+
+
+@dataclass(frozen=True)
+class SourceBytes:
+    data: bytes
+    info: ObjectInfo
+    #: True when read from the upload area (raw), False from the published original.
+    raw: bool
+
+
+def read_source(storage: Storage, spec: ImageUploadSpec) -> SourceBytes:
+    """The upload's bytes: ``raw/<md5>``, else the already published ``<md5>``."""
+    raw = storage.head(Area.UPLOAD, spec.key)
+    if raw is not None:
+        stored = storage.get(Area.UPLOAD, spec.key)
+        return SourceBytes(stored.data, stored.info, raw=True)
+    if storage.head(Area.PUBLIC, spec.md5) is not None:
+        stored = storage.get(Area.PUBLIC, spec.md5)
+        return SourceBytes(stored.data, stored.info, raw=False)
+    raise PermanentError(
+        f"neither {spec.key} (upload area) nor {spec.md5} (public area) exists",
+        reason="SourceMissing",
+    )
+
+
+def _outputs(md5: str, size: str, webp: bool) -> list[tuple[str, str]]:
+    """(key, content type) of every object published for one size."""
+    key = thumbnail_key(md5, size)
+    outputs = [(key, "image/jpeg")]
+    if webp:
+        outputs.append((key + WEBP_SUFFIX, WEBP_TYPE))
+    return outputs
+
+
+def publish(
+    storage: Storage, engine: ThumbnailEngine, spec: ImageUploadSpec, log: Log
+) -> dict[str, Any]:
+    """Publish everything for ``spec``; returns the CRD's ``status.published``."""
+    source_bytes = read_source(storage, spec)
+    source: Source = engine.inspect(source_bytes.data)  # refuses bombs before decoding
+    sizes = list(dict.fromkeys(spec.thumbnail_sizes))
+    webp = engine.settings.webp
+    missing = [
+        size
+        for size in sizes
+        if any(storage.head(Area.PUBLIC, key) is None for key, _ in _outputs(spec.md5, size, webp))
+    ]
+    if missing:
+        for rendition in engine.render(source_bytes.data, missing):
+            key = thumbnail_key(spec.md5, rendition.size) + rendition.suffix
+            storage.put(Area.PUBLIC, key, rendition.data, content_type=rendition.content_type)
+        log.info("published %d thumbnail size(s)", len(missing), extra={"sizes": missing})
+    if len(missing) < len(sizes):
+        log.info("%d size(s) were already published", len(sizes) - len(missing))
+
+    content_type = source.info.content_type
+    if source_bytes.raw:
+        # Same pixels, no location; metadata as the original service copied it.
+        storage.put(
+            Area.PUBLIC,
+            spec.md5,
+            strip_location(source_bytes.data, content_type),
+            content_type=content_type,
+            metadata=dict(source_bytes.info.metadata),
+        )
+        storage.delete(Area.UPLOAD, spec.key)
+        log.info("published the original and removed %s", spec.key)
+
+    geometry = {g.size: g for g in engine.plan(source, sizes)}
+    thumbnails = [
+        {
+            "size": size,
+            "key": key,
+            "url": storage.public_url(key),
+            "width": geometry[size].width,
+            "height": geometry[size].height,
+            "contentType": kind,
+        }
+        for size in sizes
+        for key, kind in _outputs(spec.md5, size, webp)
+    ]
+    return {
+        "original": {
+            "key": spec.md5,
+            "url": storage.public_url(spec.md5),
+            "contentType": content_type,
+        },
+        "thumbnailCount": len(sizes),
+        "thumbnails": thumbnails,
+    }

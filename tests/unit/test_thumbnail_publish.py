@@ -1,0 +1,219 @@
+"""The thumbnail stage over local storage: what gets published, in which order, and
+that a second run is a harmless no-op with the same result."""
+
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+from pinster_jobs import (
+    EXIT_OK,
+    EXIT_TEMPORARY,
+    ThumbnailEngine,
+    ThumbnailSettings,
+    publish,
+    run_batch,
+)
+
+from pinster_images import results
+from pinster_images.errors import TemporaryError
+from pinster_images.resource import Stage
+from pinster_images.sniff import ImageLimits
+from pinster_images.storage import CACHE_CONTROL, Area, LocalStorage, thumbnail_key
+from tests.support import images
+from tests.support.jobs import DictSpecs, stage_upload
+
+log = logging.getLogger("test")
+SIZES = ("1024x1024", "512x512", "200xauto")
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> LocalStorage:
+    return LocalStorage(tmp_path / "store", "https://img.example.test")
+
+
+@pytest.fixture
+def engine() -> ThumbnailEngine:
+    return ThumbnailEngine(ThumbnailSettings(), ImageLimits())
+
+
+def test_publishes_thumbnails_then_original_then_removes_raw(
+    storage: LocalStorage, engine: ThumbnailEngine
+) -> None:
+    data = images.with_gps("JPEG", 1600, 1200)
+    _, spec = stage_upload(storage, data, sizes=SIZES)
+    published = publish(storage, engine, spec, log)
+
+    assert storage.head(Area.UPLOAD, spec.key) is None
+    original = storage.get(Area.PUBLIC, spec.md5)
+    assert original.info.content_type == "image/jpeg"
+    assert original.info.cache_control == CACHE_CONTROL
+    assert original.info.metadata["imageable_id"] == "42"
+    assert original.info.metadata["base_file_name"] == spec.md5
+    assert Image.open(io.BytesIO(original.data)).getexif().get_ifd(0x8825) == {}
+
+    expected = {"1024x1024": (1024, 768), "512x512": (512, 384), "200xauto": (200, 150)}
+    assert published["thumbnailCount"] == 3
+    assert published["original"] == {
+        "key": spec.md5,
+        "url": f"https://img.example.test/{spec.md5}",
+        "contentType": "image/jpeg",
+    }
+    for entry in published["thumbnails"]:
+        stored = storage.get(Area.PUBLIC, entry["key"])
+        assert entry["key"] == thumbnail_key(spec.md5, entry["size"])
+        assert entry["url"] == f"https://img.example.test/{entry['key']}"
+        assert stored.info.content_type == entry["contentType"] == "image/jpeg"
+        assert stored.info.cache_control == CACHE_CONTROL
+        image = Image.open(io.BytesIO(stored.data))
+        assert image.size == (entry["width"], entry["height"]) == expected[entry["size"]]
+        assert not image.getexif()
+
+
+def test_second_run_reads_the_public_original_and_reports_the_same(
+    storage: LocalStorage, engine: ThumbnailEngine
+) -> None:
+    _, spec = stage_upload(storage, images.photo_jpeg(800, 600), sizes=SIZES)
+    first = publish(storage, engine, spec, log)
+    snapshot = {key: storage.get(Area.PUBLIC, key).data for key in storage.list(Area.PUBLIC)}
+    second = publish(storage, engine, spec, log)
+    assert second == first
+    assert {key: storage.get(Area.PUBLIC, key).data for key in storage.list(Area.PUBLIC)} == (
+        snapshot
+    )
+
+
+class CountingStorage(LocalStorage):
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.puts: list[str] = []
+
+    def put(self, area: Area, key: str, body: Any, **kwargs: Any) -> None:
+        self.puts.append(key)
+        super().put(area, key, body, **kwargs)
+
+
+def test_sizes_already_published_are_skipped(tmp_path: Path, engine: ThumbnailEngine) -> None:
+    storage = CountingStorage(tmp_path / "s")
+    _, spec = stage_upload(storage, images.photo_jpeg(800, 600), sizes=("512x512",))
+    publish(storage, engine, spec, log)
+    storage.puts.clear()
+    # A later spec asking for one more size only renders that size.
+    wider = type(spec)(**{**spec.__dict__, "thumbnail_sizes": ("512x512", "128x128")})
+    published = publish(storage, engine, wider, log)
+    assert storage.puts == [thumbnail_key(spec.md5, "128x128")]
+    assert [t["size"] for t in published["thumbnails"]] == ["512x512", "128x128"]
+
+
+def test_webp_objects_are_published_next_to_jpeg(storage: LocalStorage) -> None:
+    engine = ThumbnailEngine(ThumbnailSettings(webp=True), ImageLimits())
+    _, spec = stage_upload(storage, images.photo_jpeg(800, 600), sizes=("256x256",))
+    published = publish(storage, engine, spec, log)
+    kinds = {(t["key"], t["contentType"]) for t in published["thumbnails"]}
+    key = thumbnail_key(spec.md5, "256x256")
+    assert kinds == {(key, "image/jpeg"), (key + ".webp", "image/webp")}
+    assert storage.get(Area.PUBLIC, key + ".webp").info.content_type == "image/webp"
+
+
+def _batch(storage: LocalStorage, engine: ThumbnailEngine, specs: DictSpecs, names: list[str]):  # type: ignore[no-untyped-def]
+    return run_batch(
+        Stage.THUMBNAIL,
+        "ns",
+        names,
+        storage=storage,
+        specs=specs,
+        work=lambda spec, upload_log: publish(storage, engine, spec, upload_log),
+        job_name="pinster-thumb-abc",
+    )
+
+
+def test_broken_uploads_fail_alone_while_the_batch_succeeds(
+    storage: LocalStorage, engine: ThumbnailEngine
+) -> None:
+    specs = DictSpecs()
+    cases = {
+        "good": images.photo_jpeg(640, 480),
+        "truncated": images.truncated_jpeg(),
+        "lying": images.lying_png(),
+        "bomb": images.png_bomb(),
+        "also-good": images.palette_png(),
+    }
+    for index, (label, data) in enumerate(cases.items()):
+        _, spec = stage_upload(storage, data, imageable_id=str(index))
+        specs.add("ns", label, spec)
+    summary = _batch(storage, engine, specs, [*cases, "deleted-meanwhile"])
+    assert summary.exit_code == EXIT_OK
+    assert sorted(summary.succeeded) == ["also-good", "good"]
+    assert summary.missing == ["deleted-meanwhile"]
+    reasons = {}
+    for label in cases:
+        result = results.read(storage, "ns", label, Stage.THUMBNAIL)
+        assert result is not None and result.job == "pinster-thumb-abc"
+        reasons[label] = (result.outcome, result.reason)
+    assert reasons == {
+        "good": ("succeeded", ""),
+        "also-good": ("succeeded", ""),
+        "truncated": ("failed", "TruncatedImage"),
+        "lying": ("failed", "CorruptImage"),
+        "bomb": ("failed", "TooManyPixels"),
+    }
+    lying = results.read(storage, "ns", "lying", Stage.THUMBNAIL)
+    assert lying is not None and "cannot be decoded" in lying.message
+    # A broken upload is never published and keeps its raw object for inspection.
+    assert storage.head(Area.UPLOAD, specs.specs[("ns", "bomb")].key) is not None
+    assert storage.head(Area.PUBLIC, specs.specs[("ns", "bomb")].md5) is None
+    assert "2 succeeded, 3 failed, 1 gone" in summary.message()
+
+
+class FlakyStorage(LocalStorage):
+    """Public writes of one md5 fail as an S3 outage would."""
+
+    def __init__(self, root: Path, md5: str) -> None:
+        super().__init__(root)
+        self.md5 = md5
+
+    def put(self, area: Area, key: str, body: Any, **kwargs: Any) -> None:
+        if area == Area.PUBLIC and key.startswith(self.md5):
+            raise TemporaryError("s3 answered SlowDown", reason="StorageUnavailable")
+        super().put(area, key, body, **kwargs)
+
+
+def test_temporary_trouble_writes_nothing_and_asks_for_a_retry(
+    tmp_path: Path, engine: ThumbnailEngine
+) -> None:
+    plain = LocalStorage(tmp_path / "s")
+    specs = DictSpecs()
+    _, ok = stage_upload(plain, images.photo_jpeg(320, 240), imageable_id="1")
+    _, flaky = stage_upload(plain, images.photo_jpeg(330, 240, seed=2), imageable_id="2")
+    specs.add("ns", "ok", ok)
+    specs.add("ns", "flaky", flaky)
+    storage = FlakyStorage(tmp_path / "s", flaky.md5)
+    summary = _batch(storage, engine, specs, ["ok", "flaky"])
+    assert summary.exit_code == EXIT_TEMPORARY
+    assert summary.succeeded == ["ok"]
+    assert results.read(storage, "ns", "flaky", Stage.THUMBNAIL) is None
+    assert storage.head(Area.UPLOAD, flaky.key) is not None  # raw kept for the retry
+    assert "retry flaky: StorageUnavailable" in summary.message()
+    # The retry, once storage is back, finishes the job.
+    assert _batch(plain, engine, specs, ["ok", "flaky"]).exit_code == EXIT_OK
+    again = results.read(plain, "ns", "flaky", Stage.THUMBNAIL)
+    assert again is not None and again.outcome == "succeeded"
+
+
+def test_termination_message_stays_under_4_kib(
+    storage: LocalStorage, engine: ThumbnailEngine
+) -> None:
+    specs = DictSpecs()
+    names = []
+    for index in range(200):
+        _, spec = stage_upload(storage, images.lying_png(64, 48 + index), imageable_id=str(index))
+        name = f"upload-with-a-long-name-{index:04d}"
+        specs.add("ns", name, spec)
+        names.append(name)
+    message = _batch(storage, engine, specs, names).message()
+    assert message.startswith("thumbnail: 0 succeeded, 200 failed")
+    assert len(message.encode()) <= 4000
