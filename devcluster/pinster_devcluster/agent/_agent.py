@@ -84,7 +84,11 @@ class Agent:
                     timeout_seconds=60,
                 )
                 for event in stream:
-                    self._handle(event["type"], event["raw_object"])
+                    if event["type"] in ("ADDED", "MODIFIED", "DELETED"):
+                        self._handle(event["type"], event["raw_object"])
+                    elif event["type"] == "ERROR":  # e.g. 410 Gone: list and watch again
+                        log.info("pod watch ended: %s", event["raw_object"].get("message"))
+                        break
                     if self.stop.is_set():
                         break
             except ApiException as exc:

@@ -4,6 +4,7 @@ tainted or evicted by the node-lifecycle controller."""
 from __future__ import annotations
 
 import logging
+import platform
 import threading
 from datetime import UTC, datetime
 from typing import Any
@@ -19,9 +20,15 @@ HOST_IP = "127.0.0.1"
 LEASE_SECONDS = 40
 HEARTBEAT_SECONDS = 10
 CAPACITY = {"cpu": "64", "memory": "256Gi", "pods": "250", "ephemeral-storage": "100Gi"}
+#: GOARCH names, as the kubelet reports them and as nodeSelectors use them
+ARCH = {"x86_64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(
+    platform.machine(), platform.machine()
+)
 
 
-def _conditions() -> list[dict[str, Any]]:
+def _conditions(since: str) -> list[dict[str, Any]]:
+    """Every heartbeat moves lastHeartbeatTime; lastTransitionTime stays at ``since``
+    (the agent's start), as nothing ever changes."""
     stamp = now()
     quiet = [
         ("MemoryPressure", "KubeletHasSufficientMemory"),
@@ -30,22 +37,22 @@ def _conditions() -> list[dict[str, Any]]:
     ]
     conditions = [
         {"type": t, "status": "False", "reason": r, "message": "devcluster node agent",
-         "lastHeartbeatTime": stamp, "lastTransitionTime": stamp}
+         "lastHeartbeatTime": stamp, "lastTransitionTime": since}
         for t, r in quiet
     ]  # fmt: skip
     conditions.append(
         {"type": "Ready", "status": "True", "reason": "KubeletReady",
          "message": "devcluster node agent is posting ready status",
-         "lastHeartbeatTime": stamp, "lastTransitionTime": stamp}
+         "lastHeartbeatTime": stamp, "lastTransitionTime": since}
     )  # fmt: skip
     return conditions
 
 
-def node_status(kubelet_version: str) -> dict[str, Any]:
+def node_status(kubelet_version: str, since: str | None = None) -> dict[str, Any]:
     return {
         "capacity": CAPACITY,
         "allocatable": CAPACITY,
-        "conditions": _conditions(),
+        "conditions": _conditions(since or now()),
         "addresses": [
             {"type": "InternalIP", "address": HOST_IP},
             {"type": "Hostname", "address": "localhost"},
@@ -54,7 +61,7 @@ def node_status(kubelet_version: str) -> dict[str, Any]:
             "kubeletVersion": kubelet_version,
             "kubeProxyVersion": kubelet_version,
             "operatingSystem": "linux",
-            "architecture": "amd64",
+            "architecture": ARCH,
             "containerRuntimeVersion": "local://pinster-devcluster",
             "osImage": "pinster devcluster (local processes)",
             "kernelVersion": "",
@@ -72,6 +79,7 @@ class Node:
         self.core = client.CoreV1Api(api)
         self.coordination = client.CoordinationV1Api(api)
         self.version = client.VersionApi(api).get_code().git_version
+        self.since = now()
 
     def register(self) -> None:
         body = {
@@ -82,7 +90,7 @@ class Node:
                 "labels": {
                     "kubernetes.io/hostname": self.name,
                     "kubernetes.io/os": "linux",
-                    "kubernetes.io/arch": "amd64",
+                    "kubernetes.io/arch": ARCH,
                     "node.kubernetes.io/instance-type": "devcluster",
                 },
             },
@@ -96,7 +104,7 @@ class Node:
         self.heartbeat()
 
     def heartbeat(self) -> None:
-        self.core.patch_node_status(self.name, {"status": node_status(self.version)})
+        self.core.patch_node_status(self.name, {"status": node_status(self.version, self.since)})
         self._renew_lease()
 
     def _renew_lease(self) -> None:

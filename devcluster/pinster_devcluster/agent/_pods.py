@@ -7,6 +7,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +33,10 @@ log = logging.getLogger("pinster_devcluster.agent.pods")
 DEFAULT_TERMINATION_PATH = "/dev/termination-log"
 TICK = 0.2
 BACKOFF_START, BACKOFF_MAX = 1.0, 30.0
-TOKEN_REFRESH_SECONDS = 1800
+#: When the agent itself stops, containers get at most this long after SIGTERM: the
+#: devcluster's ``down`` waits only a little longer for the agent before SIGKILL.
+SHUTDOWN_GRACE = 5.0
+RESTARTED_MESSAGE = "the process ended when the devcluster node agent restarted"
 
 
 @dataclass
@@ -96,6 +100,7 @@ class PodWorker(threading.Thread):
             c["name"]: c for c in [*(spec.get("initContainers") or []), *spec["containers"]]
         }
         self.processes: dict[str, Process] = {}
+        self.envs: dict[str, dict[str, str]] = {}  # of the current run, for exec probes
         self.probes: dict[str, dict[str, ProbeState]] = {}
         self.restart_at: dict[str, float] = {}
         self.pod_ip = ""
@@ -133,6 +138,7 @@ class PodWorker(threading.Thread):
             self._await_deletion()
             return
         self.pod_ip = self.ips.allocate(self.uid, status.get("podIP"))
+        self._recover(status)
         self._publish()
         if not self._run_inits():
             self._publish()
@@ -140,16 +146,11 @@ class PodWorker(threading.Thread):
             return
         self.initialized = True
         for container in self.containers:
-            self._start(container)
+            if container.state != "terminated":  # recovered ones restart per restartPolicy
+                self._start(container)
         self._publish()
         while not self._done():
-            if self.deleting.is_set() or self.shutdown.is_set():
-                self._stop_all(self._grace())
-                break
-            if self._deadline_exceeded():
-                self._stop_all(0)
-                self.reason = "DeadlineExceeded"
-                self.message = "Pod was active on the node longer than the specified deadline"
+            if self._interrupted():
                 break
             self._tick()
             self._publish()
@@ -157,23 +158,51 @@ class PodWorker(threading.Thread):
         self._publish()
         self._await_deletion()
 
+    def _recover(self, status: dict[str, Any]) -> None:
+        """A Pod this node was running before the agent restarted. Its processes ended
+        with the old agent (or were killed as stale), so they are reported as ended and
+        the restart policy decides, as the kubelet does for containers that died."""
+        previous = {
+            s["name"]: s
+            for s in [
+                *(status.get("initContainerStatuses") or []),
+                *(status.get("containerStatuses") or []),
+            ]
+        }
+        for container in [*self.inits, *self.containers]:
+            old = previous.get(container.name)
+            if old is not None:
+                container.restore(old, RESTARTED_MESSAGE)
+
+    def _interrupted(self) -> bool:
+        """Deletion, the agent stopping, or activeDeadlineSeconds: stop every container."""
+        if self.deleting.is_set() or self.shutdown.is_set():
+            self._stop_all(self._stop_grace())
+            return True
+        if self._deadline_exceeded():
+            self._stop_all(0)
+            self.reason = "DeadlineExceeded"
+            self.message = "Pod was active on the node longer than the specified deadline"
+            return True
+        return False
+
     def _run_inits(self) -> bool:
+        """Init containers one after the other, each until it exits 0."""
         for container in self.inits:
-            while True:
-                self._start(container)
-                while container.state == "running":
-                    if self.deleting.is_set() or self.shutdown.is_set():
-                        self._stop_all(self._grace())
-                        return False
+            while not (container.state == "terminated" and container.exit_code == 0):
+                if self._interrupted():
+                    return False
+                if container.state == "running":
                     self._reap(container)
-                    time.sleep(TICK)
-                self._publish()
-                if container.exit_code == 0:
-                    break
-                if self.restart_policy == "Never":
+                elif container.state == "terminated" and self.restart_policy == "Never":
                     self.init_failed = True
                     return False
-                time.sleep(self._backoff(container))
+                elif container.state == "waiting" and container.reason == "ContainerCreating":
+                    self._start(container)
+                else:  # failed, or its ConfigMap/Secret is missing: retry after a backoff
+                    self._restart_when_due(container, time.monotonic())
+                self._publish()
+                time.sleep(TICK)
         return True
 
     def _done(self) -> bool:
@@ -194,8 +223,15 @@ class PodWorker(threading.Thread):
             grace = self.pod["spec"].get("terminationGracePeriodSeconds", 30)
         return float(grace)
 
+    def _stop_grace(self) -> float:
+        grace = self._grace()
+        if self.shutdown.is_set() and not self.deleting.is_set():
+            return min(grace, SHUTDOWN_GRACE)
+        return grace
+
     def _tick(self) -> None:
         clock = time.monotonic()
+        self._refresh_token()
         for container in self.containers:
             if container.state == "running":
                 self._reap(container)
@@ -204,10 +240,13 @@ class PodWorker(threading.Thread):
                 container.state == "waiting" and container.reason == "CreateContainerConfigError"
             )
             if retry or (container.state == "terminated" and self._should_restart(container)):
-                due = self.restart_at.setdefault(container.name, clock + self._backoff(container))
-                if clock >= due:
-                    self.restart_at.pop(container.name)
-                    self._start(container)
+                self._restart_when_due(container, clock)
+
+    def _restart_when_due(self, container: Container, clock: float) -> None:
+        due = self.restart_at.setdefault(container.name, clock + self._backoff(container))
+        if clock >= due:
+            self.restart_at.pop(container.name)
+            self._start(container)
 
     def _should_restart(self, container: Container) -> bool:
         if self.restart_policy == "Always":
@@ -268,13 +307,24 @@ class PodWorker(threading.Thread):
         if spec.get("automountServiceAccountToken") is False:
             return None
         path = self.dir / "kubeconfig"
-        if self._kubeconfig is None or time.monotonic() - self._token_at > TOKEN_REFRESH_SECONDS:
+        if self._kubeconfig is None or time.monotonic() - self._token_at > _tokens.REFRESH_SECONDS:
             token = _tokens.request_token(self.runtime.core, self.pod)
             _tokens.write_kubeconfig(
                 path, self.runtime.server, self.runtime.ca_file, token, self.namespace
             )
             self._kubeconfig, self._token_at = path, time.monotonic()
         return self._kubeconfig
+
+    def _refresh_token(self) -> None:
+        """Long-running Pods: rewrite the kubeconfig before the token's refresh time."""
+        if self._kubeconfig is None:
+            return
+        try:
+            self._service_account_kubeconfig()
+        except ApiException as exc:
+            self._token_at += 60  # retry in a minute; the current token is still valid
+            log.warning("token refresh failed: %s", exc.reason,
+                        extra={"pod": f"{self.namespace}/{self.pod_name}"})  # fmt: skip
 
     def _message_file(self, name: str) -> Path:
         return self.dir / f"{name}.termination-log"
@@ -306,12 +356,15 @@ class PodWorker(threading.Thread):
             self._fail_start(container, "StartError", str(exc))
             return
         self.processes[container.name] = process
+        self.envs[container.name] = env
         container.mark_running(process.pid)
-        container.ready = not spec.get("readinessProbe")
+        # Without probes a running container is ready; a startup probe holds both back.
+        container.startup_passed = not spec.get("startupProbe")
+        container.ready = container.startup_passed and not spec.get("readinessProbe")
         clock = time.monotonic()
         self.probes[container.name] = {
             kind: ProbeState(spec[kind], started=clock)
-            for kind in ("readinessProbe", "livenessProbe")
+            for kind in ("startupProbe", "readinessProbe", "livenessProbe")
             if spec.get(kind)
         }
         log.info(
@@ -372,21 +425,42 @@ class PodWorker(threading.Thread):
         )
 
     def _probe(self, container: Container, clock: float) -> None:
+        """The kubelet's order: readiness and liveness wait for the startup probe; a
+        failed startup or liveness probe kills the container (restartPolicy decides)."""
         spec = self.specs[container.name]
         states = self.probes.get(container.name, {})
+        env, cwd = self.envs.get(container.name, {}), spec.get("workingDir")
+
+        def run(state: ProbeState) -> None:
+            state.record(check(state.probe, spec, self.pod_ip, env, cwd), clock)
+
+        startup = states.get("startupProbe")
+        if startup and not container.startup_passed:
+            if startup.due(clock):
+                run(startup)
+                container.startup_passed = startup.passing
+                container.ready = startup.passing and "readinessProbe" not in states
+            if startup.failed:
+                self._kill(container, "startup", startup.probe)
+            if not container.startup_passed:
+                return
         readiness = states.get("readinessProbe")
         if readiness and readiness.due(clock):
-            readiness.record(check(readiness.probe, spec, self.pod_ip, {}), clock)
+            run(readiness)
             container.ready = readiness.passing
         liveness = states.get("livenessProbe")
         if liveness and liveness.due(clock):
-            liveness.record(check(liveness.probe, spec, self.pod_ip, {}), clock)
+            run(liveness)
             if liveness.failed:
-                log.warning("liveness probe failed; killing container",
-                            extra={"pod": f"{self.namespace}/{self.pod_name}", "container": container.name})  # fmt: skip
-                process = self.processes.get(container.name)
-                if process is not None:
-                    self._terminated(container, process.stop(self._grace()))
+                self._kill(container, "liveness", liveness.probe)
+
+    def _kill(self, container: Container, kind: str, probe: Mapping[str, Any]) -> None:
+        log.warning("%s probe failed; killing container", kind,
+                    extra={"pod": f"{self.namespace}/{self.pod_name}", "container": container.name})  # fmt: skip
+        process = self.processes.get(container.name)
+        if process is not None:
+            grace = probe.get("terminationGracePeriodSeconds")
+            self._terminated(container, process.stop(self._grace() if grace is None else grace))
 
     def _stop_all(self, grace: float) -> None:
         for container in [*self.inits, *self.containers]:
@@ -425,7 +499,9 @@ class PodWorker(threading.Thread):
             "podIP": self.pod_ip,
             "podIPs": [{"ip": self.pod_ip}],
             "startTime": self.start_time,
-            "qosClass": "BestEffort",
+            # The API server sets qosClass from the resources at creation and refuses any
+            # change (422), so keep its value: Pods with requests are Burstable.
+            "qosClass": (self.pod.get("status") or {}).get("qosClass", "BestEffort"),
             "conditions": [
                 self._condition("PodReadyToStartContainers", True),
                 self._condition(

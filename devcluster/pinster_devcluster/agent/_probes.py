@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import shutil
 import socket
 import ssl
 import subprocess
@@ -10,6 +11,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from pinster_devcluster.agent._env import expand
 
 
 def _port(value: Any, container: Mapping[str, Any]) -> int:
@@ -22,8 +25,14 @@ def _port(value: Any, container: Mapping[str, Any]) -> int:
 
 
 def check(
-    probe: Mapping[str, Any], container: Mapping[str, Any], pod_ip: str, env: Mapping[str, str]
+    probe: Mapping[str, Any],
+    container: Mapping[str, Any],
+    pod_ip: str,
+    env: Mapping[str, str],
+    cwd: str | None = None,
 ) -> bool:
+    """One probe attempt. ``exec`` runs in the container's environment and directory, as
+    ``kubectl exec`` would; HTTP and TCP go to the Pod IP unless the probe names a host."""
     timeout = float(probe.get("timeoutSeconds", 1))
     try:
         if "httpGet" in probe:
@@ -50,15 +59,18 @@ def check(
             ):
                 return True
         if "exec" in probe:
+            argv = [expand(str(a), env) for a in probe["exec"]["command"]]
             result = subprocess.run(
-                probe["exec"]["command"],
+                argv,
+                executable=shutil.which(argv[0], path=env.get("PATH")),
                 env=dict(env),
+                cwd=cwd,
                 timeout=timeout,
                 capture_output=True,
                 check=False,
             )
             return result.returncode == 0
-    except (OSError, ValueError, subprocess.TimeoutExpired, http.client.HTTPException):
+    except (OSError, ValueError, IndexError, subprocess.TimeoutExpired, http.client.HTTPException):
         return False
     return True  # grpc and unknown handlers: not checked on the devcluster node
 
@@ -80,7 +92,8 @@ class ProbeState:
         return now >= self.next_at
 
     def record(self, ok: bool, now: float | None = None) -> None:
-        self.next_at = (now or time.monotonic()) + float(self.probe.get("periodSeconds", 10))
+        clock = time.monotonic() if now is None else now
+        self.next_at = clock + float(self.probe.get("periodSeconds", 10))
         if ok:
             self.successes, self.failures = self.successes + 1, 0
             if self.successes >= int(self.probe.get("successThreshold", 1)):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,6 +12,8 @@ from typing import Any
 MESSAGE_LIMIT = 4096
 #: FallbackToLogsOnError: the kubelet takes the last 80 lines, at most 2048 bytes.
 LOG_FALLBACK_LINES, LOG_FALLBACK_BYTES = 80, 2048
+#: The exit code of a process ended by SIGKILL.
+KILLED_EXIT = 137
 
 
 def now() -> str:
@@ -32,6 +35,8 @@ class Container:
     pid: int | None = None
     restart_count: int = 0
     ready: bool = False
+    #: False while a startupProbe has not passed yet
+    startup_passed: bool = True
     last_terminated: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -62,7 +67,7 @@ class Container:
             "image": self.image,
             "imageID": f"local://{self.image}",
             "ready": self.ready,
-            "started": self.state == "running",
+            "started": self.state == "running" and self.startup_passed,
             "restartCount": self.restart_count,
             "state": state,
             "lastState": {"terminated": self.last_terminated},
@@ -83,10 +88,37 @@ class Container:
         self.reason = reason or ("Completed" if exit_code == 0 else "Error")
         self.message, self.ready = message, False
 
+    def restore(self, old: Mapping[str, Any], ended_message: str) -> None:
+        """Take over the status an earlier agent run wrote: restart counts and finished
+        states stay; a container that was running has been killed since."""
+        self.restart_count = int(old.get("restartCount") or 0)
+        self.last_terminated = (old.get("lastState") or {}).get("terminated")
+        state = old.get("state") or {}
+        if terminated := state.get("terminated"):
+            self.state, self.exit_code = "terminated", int(terminated.get("exitCode", -1))
+            self.reason = terminated.get("reason") or (
+                "Completed" if self.exit_code == 0 else "Error"
+            )
+            self.message = terminated.get("message") or ""
+            self.started_at = terminated.get("startedAt")
+            self.finished_at = terminated.get("finishedAt")
+            self.pid = _pid(terminated.get("containerID"))
+        elif running := state.get("running"):
+            self.started_at, self.pid = running.get("startedAt"), _pid(old.get("containerID"))
+            self.mark_terminated(KILLED_EXIT, ended_message, "Error")
+
     def mark_waiting(self, reason: str, message: str = "") -> None:
         if self.state == "terminated":
             self.last_terminated = self.terminated_dict()
         self.state, self.reason, self.message, self.ready = "waiting", reason, message, False
+
+
+def _pid(container_id: object) -> int | None:
+    """The pid in a ``local://<pid>`` container ID."""
+    text = str(container_id or "")
+    return (
+        int(text[len("local://") :]) if text.startswith("local://") and text[8:].isdigit() else None
+    )
 
 
 def termination_message(path: Path, policy: str, exit_code: int, log: Path) -> str:

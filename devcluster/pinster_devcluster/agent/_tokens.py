@@ -14,7 +14,13 @@ from typing import Any
 import yaml
 from kubernetes import client
 
-TOKEN_SECONDS = 3600
+#: What the kubelet asks for: with the API server's default
+#: ``--service-account-extend-token-expiration`` a Pod-bound token of exactly 3607 s for the
+#: default audience is issued for a year (and only warned about after 3607 s), so clients
+#: that read their token once (the Python client, kopf) keep working in long-running Pods.
+TOKEN_SECONDS = 3607
+#: The kubelet refreshes at 80 % of the requested lifetime; the file is rewritten then.
+REFRESH_SECONDS = TOKEN_SECONDS * 0.8
 
 
 def request_token(core: client.CoreV1Api, pod: dict[str, Any]) -> str:
@@ -36,9 +42,21 @@ def request_token(core: client.CoreV1Api, pod: dict[str, Any]) -> str:
     return token
 
 
+def _replace(path: Path, text: str) -> None:
+    # Readers never see a half-written file.
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.chmod(0o600)
+    tmp.replace(path)
+
+
 def write_kubeconfig(
     path: Path, server: str, ca_file: str | None, token: str, namespace: str
 ) -> None:
+    """The kubeconfig holds the token inline (kopf reads only that) and names a token file
+    beside it, which client-go (kubectl, helm) re-reads, so refreshes reach it."""
+    token_file = path.with_name(f"{path.name}.token")
+    _replace(token_file, token)
     cluster: dict[str, Any] = {"server": server}
     if ca_file:
         cluster["certificate-authority-data"] = base64.b64encode(
@@ -48,7 +66,9 @@ def write_kubeconfig(
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": "devcluster", "cluster": cluster}],
-        "users": [{"name": "service-account", "user": {"token": token}}],
+        "users": [
+            {"name": "service-account", "user": {"token": token, "tokenFile": str(token_file)}}
+        ],
         "contexts": [
             {
                 "name": "devcluster",
@@ -61,7 +81,4 @@ def write_kubeconfig(
         ],
         "current-context": "devcluster",
     }
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(yaml.safe_dump(config))
-    tmp.chmod(0o600)
-    tmp.replace(path)
+    _replace(path, yaml.safe_dump(config))
