@@ -1,0 +1,127 @@
+"""Batching: uploads that need a Job for the same stage and namespace within a short
+window share one Job (at most ``max_size`` uploads each).
+
+:func:`plan` is the pure part: given the uploads waiting and the Jobs that already exist,
+which uploads join an existing unfinished Job (after an operator restart, or when a
+status write was lost) and which new batches to create. :class:`Batcher` collects
+uploads on the event loop and calls a flush function once the window closes or the
+batch is full.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pinster_images.resource import Stage
+from pinster_operator._jobs import UploadRef, is_finished, serves
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Plan:
+    #: upload name -> name of an existing Job already serving it
+    reuse: dict[str, str] = field(default_factory=dict)
+    #: new Jobs to create, each a list of uploads
+    batches: list[list[UploadRef]] = field(default_factory=list)
+
+
+def plan(waiting: Sequence[UploadRef], existing: Sequence[dict[str, Any]], max_size: int) -> Plan:
+    """Reuse unfinished Jobs that serve an upload; batch the rest in arrival order.
+
+    Finished Jobs are never reused: a failed one is why the upload waits again, and a
+    successful one would have left a result the controller reads first.
+    """
+    reuse: dict[str, str] = {}
+    rest: list[UploadRef] = []
+    seen: set[str] = set()
+    live = [job for job in existing if not is_finished(job)]
+    for ref in waiting:
+        if ref.name in seen:
+            continue
+        seen.add(ref.name)
+        match = next((job for job in live if serves(job, ref)), None)
+        if match is not None:
+            reuse[ref.name] = str(match["metadata"]["name"])
+        else:
+            rest.append(ref)
+    batches = [rest[i : i + max_size] for i in range(0, len(rest), max_size)]
+    return Plan(reuse=reuse, batches=batches)
+
+
+FlushFn = Callable[[str, Stage, list[UploadRef]], Awaitable[None]]
+
+
+class Batcher:
+    """Groups uploads per (namespace, stage); flushes when full or when the window ends.
+
+    The window starts with the first upload after a Job was started for the same key;
+    after a quiet window an upload goes at once, so a lone upload is not delayed.
+    """
+
+    def __init__(self, window: float, max_size: int, flush: FlushFn) -> None:
+        self.window = window
+        self.max_size = max_size
+        self._flush = flush
+        self._groups: dict[tuple[str, Stage], list[UploadRef]] = {}
+        self._timers: dict[tuple[str, Stage], asyncio.TimerHandle] = {}
+        #: (namespace, name, stage) waiting or being flushed: adding again is a no-op.
+        self._members: set[tuple[str, str, Stage]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._last_start: dict[tuple[str, Stage], float] = {}
+
+    def __contains__(self, item: tuple[str, str, Stage]) -> bool:
+        return item in self._members
+
+    def add(self, stage: Stage, ref: UploadRef) -> None:
+        """Must be called on the event loop."""
+        member = (ref.namespace, ref.name, stage)
+        if member in self._members:
+            return
+        self._members.add(member)
+        key = (ref.namespace, stage)
+        group = self._groups.setdefault(key, [])
+        group.append(ref)
+        if len(group) >= self.max_size:
+            self._start(key)
+        elif key not in self._timers:
+            loop = asyncio.get_running_loop()
+            # Leading edge: after a quiet window the first upload does not wait (only
+            # for the others added in the same loop turn); under load they batch.
+            quiet = loop.time() - self._last_start.get(key, float("-inf")) >= self.window
+            self._timers[key] = loop.call_later(0 if quiet else self.window, self._start, key)
+
+    def _start(self, key: tuple[str, Stage]) -> None:
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+        group = self._groups.pop(key, [])
+        if not group:
+            return
+        self._last_start[key] = asyncio.get_running_loop().time()
+        task = asyncio.get_running_loop().create_task(self._run(key, group))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, key: tuple[str, Stage], group: list[UploadRef]) -> None:
+        namespace, stage = key
+        try:
+            await self._flush(namespace, stage, group)
+        except Exception:
+            # The uploads are re-added by their next reconcile (poll interval).
+            logger.exception("creating a %s Job in %s failed", stage, namespace)
+        finally:
+            for ref in group:
+                self._members.discard((ref.namespace, ref.name, stage))
+
+    async def close(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        self._groups.clear()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)

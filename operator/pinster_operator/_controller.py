@@ -1,0 +1,456 @@
+"""The controller: a work queue of ImageUploads, each reconciled by one worker at a time.
+
+kopf's watch streams feed it (:meth:`Controller.observe` for ImageUpload events,
+:meth:`Controller.wake` when a Job finishes); a single scheduler re-queues uploads at the
+time their decision asked for (waiting for a Job, a notification backoff, a retention or
+TTL deadline), so no per-object timer task exists. A reconcile gathers facts, asks the
+pure state machine (:mod:`._machine`) what to do, does it, and writes the status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from pinster_images import logs, results
+from pinster_images.errors import PermanentError, PinsterError
+from pinster_images.resource import ANNOTATION_RETRY, ImageUploadSpec, Phase, Stage
+from pinster_images.storage import Area, Storage, raw_key
+from pinster_operator import _notify
+from pinster_operator._batching import Batcher, plan
+from pinster_operator._errors import classify
+from pinster_operator._jobs import JobState, UploadRef, build_job, job_state, termination_message
+from pinster_operator._kube import Kube
+from pinster_operator._machine import (
+    Action,
+    Decision,
+    Facts,
+    NotifyOutcome,
+    after_notify,
+    decide,
+    is_rejected,
+    raw_deleted,
+    stage_of,
+)
+from pinster_operator._metrics import Metrics
+from pinster_operator._settings import OperatorSettings
+from pinster_operator._status import phase_of
+
+logger = logging.getLogger("pinster_operator")
+
+Key = tuple[str, str]
+
+
+def _slim(body: dict[str, Any]) -> dict[str, Any]:
+    """The object without metadata.managedFields (often half of it, never read here)."""
+    meta = body.get("metadata") or {}
+    return {**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+
+
+@dataclass
+class _Sent:
+    """Notifications already delivered, remembered in memory so a status write that
+    has to be retried (409) never sends twice."""
+
+    approved: bool = False
+    flagged: bool = False
+    sns: str | None = None
+
+
+@dataclass
+class Controller:
+    settings: OperatorSettings
+    kube: Kube
+    storage: Storage
+    metrics: Metrics = field(default_factory=Metrics)
+
+    def __post_init__(self) -> None:
+        self._queue: asyncio.Queue[Key] = asyncio.Queue()
+        self._queued: set[Key] = set()
+        self._processing: set[Key] = set()
+        self._dirty: set[Key] = set()
+        self._bodies: dict[Key, dict[str, Any]] = {}
+        #: resourceVersion of our own last status write, to skip older watch events.
+        self._written: dict[Key, int] = {}
+        self._due: dict[Key, float] = {}
+        self._heap: list[tuple[float, Key]] = []
+        self._wakeup = asyncio.Event()
+        self._assigned: dict[tuple[str, str, Stage], str] = {}
+        self._sent: dict[str, _Sent] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.batcher = Batcher(
+            self.settings.batch.window, self.settings.batch.max_size, self._flush
+        )
+
+    # --- lifecycle (event loop) ---
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        for _ in range(self.settings.workers):
+            self._tasks.append(self._loop.create_task(self._worker()))
+        self._tasks.append(self._loop.create_task(self._scheduler()))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.batcher.close()
+
+    # --- inputs (event loop) ---
+
+    def observe(self, event_type: str | None, body: dict[str, Any]) -> None:
+        meta = body.get("metadata") or {}
+        key = (str(meta.get("namespace")), str(meta.get("name")))
+        if event_type == "DELETED":
+            self.forget(key)
+            return
+        if self._older_than_written(key, body, inclusive=True):
+            return  # the echo of our own status write: its follow-up is already queued
+        if self._settled(key, body):
+            return
+        self._bodies[key] = _slim(body)
+        self.enqueue(key)
+
+    def _settled(self, key: Key, body: dict[str, Any]) -> bool:
+        """Fast path for terminal uploads (most of them, most of the time): only a
+        retention or TTL deadline is left, so schedule it without keeping the body."""
+        status = body.get("status") or {}
+        meta = body.get("metadata") or {}
+        phase = phase_of(status)
+        if phase is None or not phase.terminal or key in self._processing:
+            return False
+        if ANNOTATION_RETRY in (meta.get("annotations") or {}):
+            return False
+        facts = Facts(
+            name=key[1],
+            generation=int(meta.get("generation") or 1),
+            status=status,
+            now=datetime.now(UTC),
+        )
+        decision = decide(facts, self.settings)
+        if decision.action != Action.NONE or decision.requeue_after is None:
+            return False
+        self.metrics.observe(key, phase.value)
+        self.enqueue_after(key, decision.requeue_after)
+        return True
+
+    def wake(self, namespace: str, names: list[str]) -> None:
+        for name in names:
+            self.enqueue((namespace, name))
+
+    def forget(self, key: Key) -> None:
+        self._bodies.pop(key, None)
+        self._written.pop(key, None)
+        self._due.pop(key, None)
+        self.metrics.observe(key, None)
+
+    def enqueue(self, key: Key) -> None:
+        if key in self._processing:
+            self._dirty.add(key)
+            return
+        if key in self._queued:
+            return
+        self._queued.add(key)
+        self._queue.put_nowait(key)
+
+    def enqueue_after(self, key: Key, delay: float) -> None:
+        if delay <= 0:
+            self.enqueue(key)
+            return
+        when = time.monotonic() + delay
+        current = self._due.get(key)
+        if current is not None and current <= when:
+            return
+        self._due[key] = when
+        heapq.heappush(self._heap, (when, key))
+        self._wakeup.set()
+
+    async def _scheduler(self) -> None:
+        while True:
+            now = time.monotonic()
+            while self._heap and self._heap[0][0] <= now:
+                when, key = heapq.heappop(self._heap)
+                if self._due.get(key) == when:
+                    del self._due[key]
+                    self.enqueue(key)
+            timeout = self._heap[0][0] - now if self._heap else 3600.0
+            self._wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), timeout=timeout)
+
+    async def _worker(self) -> None:
+        while True:
+            key = await self._queue.get()
+            self._queued.discard(key)
+            self._processing.add(key)
+            try:
+                delay = await asyncio.to_thread(self._reconcile_safely, key)
+            finally:
+                self._processing.discard(key)
+            if key in self._dirty:
+                self._dirty.discard(key)
+                self.enqueue(key)
+            elif delay is not None:
+                self.enqueue_after(key, delay)
+
+    # --- batching (event loop, creation in a thread) ---
+
+    async def _flush(self, namespace: str, stage: Stage, group: list[UploadRef]) -> None:
+        assigned = await asyncio.to_thread(self._create_jobs, namespace, stage, group)
+        for name, job in assigned.items():
+            self._assigned[(namespace, name, stage)] = job
+            self.enqueue((namespace, name))
+
+    def _create_jobs(self, namespace: str, stage: Stage, group: list[UploadRef]) -> dict[str, str]:
+        existing = self.kube.list_jobs(namespace, stage)
+        decided = plan(group, existing, self.settings.batch.max_size)
+        assigned = dict(decided.reuse)
+        for batch in decided.batches:
+            manifest = build_job(self.settings.jobs, stage, batch)
+            name = manifest["metadata"]["name"]
+            created = self.kube.create_job(manifest)
+            if created:
+                self.metrics.jobs_launched.labels(stage.value).inc()
+            logger.info(
+                "%s %s Job %s for %d upload(s)",
+                "created" if created else "found",
+                stage.value,
+                name,
+                len(batch),
+                extra={"job": f"{namespace}/{name}", "uploads": [u.name for u in batch]},
+            )
+            for ref in batch:
+                assigned[ref.name] = name
+        return assigned
+
+    # --- reconcile (worker thread) ---
+
+    def _reconcile_safely(self, key: Key) -> float | None:
+        log = logs.for_upload(logger, *key)
+        try:
+            return self.reconcile(key)
+        except Exception as exc:
+            retry = classify(exc)
+            level = logging.ERROR if retry.permanent else logging.INFO
+            log.log(
+                level,
+                "reconcile failed (%s: %s); again in %.0fs",
+                retry.reason,
+                retry.message,
+                retry.delay,
+                exc_info=retry.permanent,
+            )
+            return retry.delay
+
+    def _body(self, key: Key) -> dict[str, Any] | None:
+        body = self._bodies.pop(key, None)
+        if body is not None and not self._older_than_written(key, body):
+            return body
+        return self.kube.get_upload(*key)
+
+    def _older_than_written(
+        self, key: Key, body: dict[str, Any], *, inclusive: bool = False
+    ) -> bool:
+        written = self._written.get(key)
+        version = str((body.get("metadata") or {}).get("resourceVersion") or "")
+        if written is None or not version.isdigit():
+            return False
+        # resourceVersions are opaque; etcd's are integers, which is all we rely on here.
+        return int(version) <= written if inclusive else int(version) < written
+
+    def reconcile(self, key: Key) -> float | None:
+        namespace, name = key
+        obj = self._body(key)
+        if obj is None:
+            self.forget(key)
+            return None
+        meta = obj["metadata"]
+        if meta.get("deletionTimestamp"):
+            return None
+        status: dict[str, Any] = obj.get("status") or {}
+        now = datetime.now(UTC)
+        stage = stage_of(phase_of(status))
+        result, job = None, None
+        if stage is not None:
+            result = results.read(self.storage, namespace, name, stage)
+            job_name = (status.get("jobs") or {}).get(stage.value)
+            if result is None and job_name:
+                job = self._job_state(namespace, job_name)
+        assigned = self._assigned.get((namespace, name, stage)) if stage else None
+        facts = Facts(
+            name=name,
+            generation=int(meta.get("generation") or 1),
+            status=status,
+            now=now,
+            retry_requested=ANNOTATION_RETRY in (meta.get("annotations") or {}),
+            result=result,
+            job=job,
+            assigned_job=assigned,
+        )
+        decision = decide(facts, self.settings)
+        for cleared in decision.clear_results:
+            self.storage.delete(Area.UPLOAD, results.result_key(namespace, name, cleared))
+        acted = self._act(obj, facts, decision)
+        if acted is None:
+            return None
+        decision = acted
+        if decision.job_failed and stage is not None:
+            self.metrics.jobs_failed.labels(stage.value).inc()
+        if decision.status != status:
+            self._write(obj, status, decision.status, now)
+            if assigned is not None and stage is not None:
+                self._assigned.pop((namespace, name, stage), None)
+        else:
+            self.metrics.observe(key, status.get("phase"))
+        if decision.note is not None:
+            self._event(obj, *decision.note)
+        if decision.clear_retry:
+            self.kube.remove_annotation(namespace, name, ANNOTATION_RETRY)
+        return decision.requeue_after
+
+    def _act(self, obj: dict[str, Any], facts: Facts, decision: Decision) -> Decision | None:
+        meta = obj["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        if decision.action == Action.ENQUEUE and decision.stage is not None:
+            attempts = int((decision.status.get("attempts") or {}).get(decision.stage.value, 0))
+            ref = UploadRef(
+                namespace,
+                name,
+                str(meta.get("uid", "")),
+                attempt=attempts + 1,
+                round=len(decision.status.get("phaseHistory") or []),
+            )
+            assert self._loop is not None
+            self._loop.call_soon_threadsafe(self.batcher.add, decision.stage, ref)
+            return decision
+        if decision.action == Action.NOTIFY:
+            outcome = self._notify(obj, facts.status)
+            return after_notify(replace(facts, now=datetime.now(UTC)), self.settings, outcome)
+        if decision.action == Action.DELETE_RAW:
+            return self._delete_raw(obj, facts)
+        if decision.action == Action.DELETE_UPLOAD:
+            logs.for_upload(logger, namespace, name).info(
+                "deleting terminal upload after %ss", self.settings.cleanup.terminal_ttl
+            )
+            self.kube.delete_upload(namespace, name)
+            results.delete(self.storage, namespace, name)
+            self._sent.pop(str(meta.get("uid")), None)
+            self.forget((namespace, name))
+            return None
+        return decision
+
+    def _job_state(self, namespace: str, name: str) -> JobState:
+        job = self.kube.get_job(namespace, name)
+        said = ""
+        if job is not None and (job.get("status") or {}).get("failed"):
+            said = termination_message(self.kube.job_pods(namespace, name))
+        return job_state(job, name, said)
+
+    def _write(
+        self, obj: dict[str, Any], old: dict[str, Any], new: dict[str, Any], now: datetime
+    ) -> None:
+        meta = obj["metadata"]
+        key = (meta["namespace"], meta["name"])
+        updated = self.kube.replace_status(obj, new)
+        version = str(updated.get("metadata", {}).get("resourceVersion") or "")
+        if version.isdigit():
+            self._written[key] = int(version)
+        # The next reconcile starts from what the API server answered: no GET needed.
+        self._bodies[key] = _slim(updated)
+        self.metrics.observe(key, new.get("phase"))
+        if old.get("phase") != new.get("phase"):
+            self.metrics.transition(old, new, now)
+            self._announce(obj, new)
+        if Phase(new["phase"]).terminal:
+            self._sent.pop(str(meta.get("uid")), None)
+
+    def _announce(self, obj: dict[str, Any], status: dict[str, Any]) -> None:
+        phase = status["phase"]
+        ready: dict[str, Any] = next(
+            (c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {}
+        )
+        message = str(ready.get("message") or phase)
+        type_ = "Warning" if phase == Phase.FAILED else "Normal"
+        meta = obj["metadata"]
+        logs.for_upload(logger, meta["namespace"], meta["name"]).info(
+            "phase %s: %s", phase, message, extra={"phase": phase}
+        )
+        self._event(obj, type_, str(phase), message)
+
+    def _event(self, obj: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        try:
+            self.kube.event(obj, type_, reason, message)
+        except Exception as exc:  # an Event is nice to have; never fail a reconcile on it
+            logger.warning("posting an Event failed: %s", exc)
+
+    # --- side effects ---
+
+    def _notify(self, obj: dict[str, Any], status: dict[str, Any]) -> NotifyOutcome:
+        meta = obj["metadata"]
+        name = meta["name"]
+        spec = ImageUploadSpec.from_dict(obj["spec"])
+        sent = self._sent.setdefault(str(meta.get("uid")), _Sent())
+        recorded = status.get("notification") or {}
+        settings = self.settings.notify
+        log = logs.for_upload(logger, meta["namespace"], name)
+        kind = "approved"
+        try:
+            if is_rejected(status):
+                verdict = status.get("verdict") or {}
+                if not (sent.flagged or recorded.get("flaggedSentAt")):
+                    kind = "flagged"
+                    body = _notify.flagged_body(spec, name, verdict)
+                    _notify.post(
+                        settings, settings.flagged_path, body, spec=spec, idempotency_key=name
+                    )
+                    sent.flagged = True
+                    self.metrics.notifications.labels(kind, "sent").inc()
+                if settings.sns_topic_arn and not (sent.sns or recorded.get("snsMessageId")):
+                    kind = "sns"
+                    sent.sns = _notify.publish_sns(
+                        settings, _notify.sns_message(spec, name, verdict)
+                    )
+                    self.metrics.notifications.labels(kind, "sent").inc()
+            elif not sent.approved:
+                published = status.get("published") or {}
+                body = _notify.approved_body(spec, self.storage.public_url(spec.md5), published)
+                _notify.post(settings, _notify.IMAGES_PATH, body, spec=spec, idempotency_key=name)
+                sent.approved = True
+                self.metrics.notifications.labels(kind, "sent").inc()
+        except PinsterError as exc:
+            self.metrics.notifications.labels(kind, "failed").inc()
+            log.info("%s notification failed: %s", kind, exc.message)
+            return NotifyOutcome(
+                sent=sent.approved,
+                flagged_sent=sent.flagged,
+                sns_message_id=sent.sns,
+                error=f"{exc.reason}: {exc.message}",
+                permanent=isinstance(exc, PermanentError),
+            )
+        return NotifyOutcome(sent=sent.approved, flagged_sent=sent.flagged, sns_message_id=sent.sns)
+
+    def _delete_raw(self, obj: dict[str, Any], facts: Facts) -> Decision | None:
+        spec = ImageUploadSpec.from_dict(obj["spec"])
+        others = [
+            o
+            for o in self.kube.uploads_with_md5(spec.md5)
+            if o["metadata"].get("uid") != obj["metadata"].get("uid")
+            and not Phase((o.get("status") or {}).get("phase") or "Pending").terminal
+        ]
+        if others:
+            # Same bytes still being processed for another imageable: keep them.
+            return Decision(facts.status, requeue_after=self.settings.poll_interval * 6)
+        self.storage.delete(Area.UPLOAD, spec.key or raw_key(spec.md5))
+        logs.for_upload(logger, obj["metadata"]["namespace"], obj["metadata"]["name"]).info(
+            "deleted raw bytes of a rejected upload after retention"
+        )
+        return Decision(raw_deleted(facts.status, facts.now), requeue_after=0)

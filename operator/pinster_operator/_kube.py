@@ -1,0 +1,170 @@
+"""The Kubernetes calls the controller makes, with the official client, as plain dicts.
+
+Blocking (run in worker threads). Status is written with PUT on the status subresource
+carrying the ``resourceVersion`` read, so a decision taken on stale data fails with 409
+and is taken again on fresh data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from pinster_images.resource import (
+    API_VERSION,
+    GROUP,
+    KIND,
+    LABEL_MD5,
+    LABEL_PART_OF,
+    LABEL_STAGE,
+    PART_OF,
+    PLURAL,
+    VERSION,
+    Stage,
+)
+
+COMPONENT = "pinster-operator"
+
+
+def _json(response: Any) -> Any:
+    return json.loads(response.data)
+
+
+class Kube:
+    def __init__(self, api: client.ApiClient, namespaces: tuple[str, ...] = ()) -> None:
+        self.api = api
+        self.namespaces = namespaces
+        self.custom = client.CustomObjectsApi(api)
+        self.batch = client.BatchV1Api(api)
+        self.core = client.CoreV1Api(api)
+        self.instance = os.environ.get("POD_NAME") or socket.gethostname()
+
+    # --- ImageUploads ---
+
+    def get_upload(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            obj: dict[str, Any] = self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return obj
+
+    def replace_status(self, obj: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+        meta = obj["metadata"]
+        body = {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "metadata": {
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "resourceVersion": meta["resourceVersion"],
+            },
+            "spec": obj.get("spec"),
+            "status": status,
+        }
+        result: dict[str, Any] = self.custom.replace_namespaced_custom_object_status(
+            GROUP, VERSION, meta["namespace"], PLURAL, meta["name"], body
+        )
+        return result
+
+    def remove_annotation(self, namespace: str, name: str, key: str) -> None:
+        self.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, name, {"metadata": {"annotations": {key: None}}}
+        )
+
+    def delete_upload(self, namespace: str, name: str) -> None:
+        try:
+            self.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def uploads_with_md5(self, md5: str) -> list[dict[str, Any]]:
+        selector = f"{LABEL_MD5}={md5}"
+        if self.namespaces:
+            items: list[dict[str, Any]] = []
+            for namespace in self.namespaces:
+                listed = self.custom.list_namespaced_custom_object(
+                    GROUP, VERSION, namespace, PLURAL, label_selector=selector
+                )
+                items += listed.get("items", [])
+            return items
+        listed = self.custom.list_cluster_custom_object(
+            GROUP, VERSION, PLURAL, label_selector=selector
+        )
+        return list(listed.get("items", []))
+
+    # --- Jobs ---
+
+    def list_jobs(self, namespace: str, stage: Stage) -> list[dict[str, Any]]:
+        response = self.batch.list_namespaced_job(
+            namespace,
+            label_selector=f"{LABEL_PART_OF}={PART_OF},{LABEL_STAGE}={stage.value}",
+            _preload_content=False,
+        )
+        return list(_json(response).get("items", []))
+
+    def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            response = self.batch.read_namespaced_job(name, namespace, _preload_content=False)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        job: dict[str, Any] = _json(response)
+        return job
+
+    def create_job(self, manifest: dict[str, Any]) -> bool:
+        """Create; False when it already exists (same deterministic name)."""
+        try:
+            self.batch.create_namespaced_job(
+                manifest["metadata"]["namespace"], manifest, _preload_content=False
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
+
+    def job_pods(self, namespace: str, job: str) -> list[dict[str, Any]]:
+        response = self.core.list_namespaced_pod(
+            namespace, label_selector=f"job-name={job}", _preload_content=False
+        )
+        return list(_json(response).get("items", []))
+
+    # --- Events ---
+
+    def event(self, obj: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        meta = obj["metadata"]
+        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": API_VERSION,
+                "kind": KIND,
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": COMPONENT},
+            "reportingComponent": COMPONENT,
+            "reportingInstance": self.instance,
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+        }
+        self.core.create_namespaced_event(meta["namespace"], body, _preload_content=False)

@@ -1,0 +1,74 @@
+"""``pinster-images operator``: run the ImageUpload operator (all settings from env)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+import kopf
+
+from pinster_images import kube, logs
+from pinster_images.config import environ
+from pinster_images.errors import ConfigError
+from pinster_operator._controller import Controller
+from pinster_operator._handlers import build_registry
+from pinster_operator._kube import Kube
+from pinster_operator._settings import OperatorSettings
+
+
+def _quiet_kopf(level: str) -> None:
+    """kopf logs every handler call at INFO with its whole settings object attached;
+    keep its warnings and errors, and drop the bulky extras from our structured lines."""
+    if level != "DEBUG":
+        logging.getLogger("kopf").setLevel(logging.WARNING)
+
+    def strip(record: logging.LogRecord) -> bool:
+        for name in ("settings", "k8s_skip"):
+            record.__dict__.pop(name, None)
+        return True
+
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(strip)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="pinster-images operator",
+        description="Reconcile ImageUploads: moderation and thumbnail Jobs, notifications, "
+        "clean-up. Configured by PINSTER_* environment variables (see docs/operator.md).",
+    )
+    parser.add_argument(
+        "--check-config", action="store_true", help="validate the settings and exit"
+    )
+    parser.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster or $KUBECONFIG)")
+    args = parser.parse_args(argv)
+    try:
+        settings = OperatorSettings.from_env(environ())
+    except ConfigError as exc:
+        print(f"pinster-images operator: {exc}", file=sys.stderr)
+        return 2
+    if args.check_config:
+        print("configuration ok")
+        return 0
+    logs.setup(settings.log_level, settings.log_format)
+    if args.kubeconfig:
+        # kopf's login reads $KUBECONFIG; keep both clients on the same cluster.
+        os.environ["KUBECONFIG"] = args.kubeconfig
+    api = kube.api_client(args.kubeconfig)
+    # Worker threads share the client; give them a connection each.
+    api.rest_client.pool_manager.connection_pool_kw["maxsize"] = settings.workers + 4
+    controller = Controller(settings, Kube(api, settings.namespaces), settings.storage.open())
+    memo = kopf.Memo(controller=controller)
+    liveness = f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
+    _quiet_kopf(settings.log_level)
+    kopf.run(
+        registry=build_registry(),
+        standalone=True,
+        clusterwide=not settings.namespaces,
+        namespaces=settings.namespaces,
+        liveness_endpoint=liveness,
+        memo=memo,
+    )
+    return 0

@@ -1,0 +1,322 @@
+"""The product end to end on the devcluster: the upload service and the operator as real
+subprocesses, Job pods run by the node agent, moto S3 over HTTP, and HTTP stand-ins of
+PinsterApi (verifying the JWT it receives) and Rekognition.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+import requests
+
+from pinster_images import keys
+from pinster_images.resource import GROUP, LABEL_MD5, PLURAL, VERSION
+from tests.support.images import jpeg
+from tests.support.kube import Kubectl
+from tests.support.pinster_api import PinsterApi
+from tests.support.processes import JOB_RBAC, Service, ingress_service, operator_service
+from tests.support.rekognition import RekognitionStandIn
+from tests.support.s3 import S3Server
+from tests.support.waiting import wait_for
+
+SERVICE_URL = "http://images.e2e.test"
+SIZES = ("400x300", "128xauto")
+TERMINAL = ("Ready", "Rejected", "Failed")
+
+
+@dataclass
+class Stack:
+    """Everything one e2e test runs against, with helpers to drive and inspect it."""
+
+    namespace: str
+    kube_api: Any
+    kubectl: Kubectl
+    api: PinsterApi
+    s3: S3Server
+    env: dict[str, str]
+    api_private: bytes
+    log_dir: Path
+    operator: Service | None = None
+    ingress: Service | None = None
+
+    def start(self, **overrides: str) -> Stack:
+        env = {**self.env, **overrides}
+        self.ingress = ingress_service(env, self.log_dir).start()
+        self.operator = operator_service(env, self.log_dir).start()
+        return self
+
+    def stop(self) -> None:
+        for service in (self.operator, self.ingress):
+            if service is not None:
+                service.stop()
+
+    def upload(self, data: bytes, imageable_id: str = "42") -> dict[str, Any]:
+        assert self.ingress is not None
+        token = keys.mint(
+            self.api_private,
+            issuer=self.api.url,
+            audience=SERVICE_URL,
+            claims={"user_id": "u-1", "imageable_type": "Pin", "imageable_id": imageable_id},
+            ttl=60,
+        )
+        uri = "data:image/jpeg;base64," + base64.b64encode(data).decode()
+        response = requests.post(
+            self.ingress.health_url.removesuffix("/healthz") + "/",
+            json={"data": {"image": uri, "name": "A pin picture"}},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
+        assert response.status_code in (200, 202), response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    def get(self, name: str) -> dict[str, Any]:
+        from kubernetes import client
+
+        obj: dict[str, Any] = client.CustomObjectsApi(self.kube_api).get_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, PLURAL, name
+        )
+        return obj
+
+    def wait_terminal(self, name: str, timeout: float = 120) -> dict[str, Any]:
+        def terminal() -> dict[str, Any] | None:
+            obj = self.get(name)
+            return obj if (obj.get("status") or {}).get("phase") in TERMINAL else None
+
+        try:
+            return wait_for(terminal, timeout=timeout, what=f"{name} to finish")
+        except TimeoutError:
+            print(self.kubectl("get", "iu,jobs,pods", "-n", self.namespace, "-o", "wide"))
+            if self.operator is not None:
+                print(self.operator.logs()[-6000:])
+            raise
+
+    def jobs(self) -> list[dict[str, Any]]:
+        return list(
+            json.loads(self.kubectl("get", "jobs", "-n", self.namespace, "-o", "json"))["items"]
+        )
+
+    def public_keys(self) -> set[str]:
+        bucket = self.env["PINSTER_S3_PUBLIC_BUCKET"]
+        listed = self.s3.client().list_objects_v2(Bucket=bucket)
+        return {item["Key"] for item in listed.get("Contents", [])}
+
+
+@pytest.fixture
+def stack(
+    namespace: str,
+    kube_api: Any,
+    kubectl: Kubectl,
+    crd_installed: str,
+    devcluster: Any,
+    s3_server: S3Server,
+    pinster_api: PinsterApi,
+    service_keys: tuple[bytes, bytes],
+    tmp_path: Path,
+) -> Iterator[Stack]:
+    # What the chart gives the Job pods: a service account that may read ImageUploads.
+    kubectl("apply", "-n", namespace, "-f", "-", input=JOB_RBAC)
+    pinster_api.service_url = SERVICE_URL  # the issuer it expects in our tokens
+    api_private = keys.generate_private_key()
+    storage_env = s3_server.fresh_env()
+    env = {
+        **devcluster.env,
+        **storage_env,
+        "PINSTER_SERVICE_URL": SERVICE_URL,
+        "PINSTER_API_URL": pinster_api.url,
+        "PINSTER_API_PUBLIC_KEY": base64.b64encode(keys.public_key_of(api_private)).decode(),
+        "PINSTER_SERVICE_PRIVATE_KEY": base64.b64encode(service_keys[0]).decode(),
+        "PINSTER_NAMESPACE": namespace,
+        "PINSTER_WATCH_NAMESPACES": namespace,
+        "PINSTER_THUMBNAIL_SIZES": ",".join(SIZES),
+        "PINSTER_MODERATION_BACKEND": "none",
+        "PINSTER_LOG_FORMAT": "text",
+        "PINSTER_BATCH_WINDOW": "0.5",
+        "PINSTER_POLL_INTERVAL": "2",
+        "PINSTER_NOTIFY_BACKOFF_INITIAL": "0.5",
+        "PINSTER_NOTIFY_BACKOFF_MAX": "2",
+        "PINSTER_JOB_BACKOFF_LIMIT": "1",
+        "PINSTER_JOB_SERVICE_ACCOUNT": "pinster-job",
+        "PINSTER_JOB_ATTEMPTS": "2",
+        "PINSTER_JOB_PASS_ENV": "AWS_ACCESS_KEY_ID,AWS_SECRET_ACCESS_KEY,AWS_DEFAULT_REGION",
+    }
+    result = Stack(namespace, kube_api, kubectl, pinster_api, s3_server, env, api_private, tmp_path)
+    try:
+        yield result
+    finally:
+        result.stop()
+
+
+def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next(c for c in obj["status"]["conditions"] if c["type"] == type_)
+
+
+def phases(obj: dict[str, Any]) -> list[str]:
+    return [h["phase"] for h in obj["status"]["phaseHistory"]]
+
+
+def test_upload_to_ready_with_one_verified_post(
+    stack: Stack, service_keys: tuple[bytes, bytes]
+) -> None:
+    stack.start()
+    image = jpeg(1200, 900)
+    accepted = stack.upload(image)
+    obj = stack.wait_terminal(accepted["name"])
+    md5 = obj["spec"]["md5"]
+
+    assert obj["status"]["phase"] == "Ready", condition(obj, "Ready")["message"]
+    assert phases(obj) == ["Pending", "Moderating", "Thumbnailing", "Notifying", "Ready"]
+    for type_ in ("Moderated", "ThumbnailsReady", "Notified", "Ready"):
+        c = condition(obj, type_)
+        assert c["status"] == "True" and c["observedGeneration"] == 1, c
+    assert obj["status"]["observedGeneration"] == 1
+    assert obj["status"]["published"]["thumbnailCount"] == len(SIZES)
+    assert {md5, *(f"{md5}_{size}" for size in SIZES)} <= stack.public_keys()
+
+    [post] = stack.api.accepted("/v1/images/")
+    assert len(stack.api.all()) == 1
+    token = post.headers["authorization"].removeprefix("Bearer ")
+    claims = jwt.decode(
+        token,
+        service_keys[1],
+        algorithms=["RS256"],
+        audience=stack.api.url,
+        issuer=SERVICE_URL,
+        leeway=10,
+    )
+    assert claims["exp"] - claims["nbf"] == 10
+    assert (claims["imageable_type"], claims["imageable_id"]) == ("Pin", "42")
+    data = post.body["data"]
+    assert list(data)[:5] == [
+        "imageable_id",
+        "imageable_type",
+        "base_file_name",
+        "storage_location_uri",
+        "thumbnailable",
+    ]
+    assert (data["imageable_id"], data["imageable_type"], data["base_file_name"]) == (
+        "42",
+        "Pin",
+        md5,
+    )
+    assert data["storage_location_uri"].endswith(f"/{md5}") and data["thumbnailable"] is True
+    assert sorted(t["size"] for t in data["thumbnails"]) == sorted(SIZES)
+    assert post.headers["idempotency-key"] == accepted["name"]
+
+
+def test_pinster_api_503_for_a_while_then_ready(stack: Stack) -> None:
+    stack.api.fail_first = 3
+    stack.start()
+    accepted = stack.upload(jpeg(320, 240))
+    obj = stack.wait_terminal(accepted["name"])
+    assert obj["status"]["phase"] == "Ready"
+    assert [r.status for r in stack.api.all()] == [503, 503, 503, 201]
+    assert len(stack.api.accepted()) == 1
+    assert obj["status"]["attempts"]["notification"] == 4
+    events = stack.kubectl("get", "events", "-n", stack.namespace, "-o", "json")
+    assert "NotificationRetrying" in events
+
+
+def test_failing_job_is_retried_then_failed_with_a_visible_reason(
+    stack: Stack, rekognition: RekognitionStandIn
+) -> None:
+    # Rekognition throttles for good: the moderation pod exits non-zero (temporary
+    # trouble), the Job uses its backoffLimit and fails; the operator tries a second
+    # Job (PINSTER_JOB_ATTEMPTS=2), then marks the upload Failed.
+    rekognition.throttle(1_000_000)
+    stack.start(**rekognition.env)
+    accepted = stack.upload(jpeg(320, 240))
+    obj = stack.wait_terminal(accepted["name"], timeout=300)
+    assert obj["status"]["phase"] == "Failed"
+    assert obj["status"]["failedStage"] == "moderation"
+    assert obj["status"]["attempts"]["moderation"] == 2
+    moderation_jobs = [
+        j
+        for j in stack.jobs()
+        if j["metadata"]["labels"]["images.pinster.io/stage"] == "moderation"
+    ]
+    assert len(moderation_jobs) == 2
+    wide = stack.kubectl("get", "iu", accepted["name"], "-n", stack.namespace, "-o", "wide")
+    assert "Failed" in wide and "BackoffLimitExceeded" in wide
+    described = stack.kubectl("describe", "iu", accepted["name"], "-n", stack.namespace)
+    assert "BackoffLimitExceeded" in described
+    assert "retrying with a new Job" in described
+    assert "last pod said" in condition(obj, "Ready")["message"]
+    assert not stack.api.all()
+
+
+def test_flagged_image_is_rejected_and_never_published(
+    stack: Stack, rekognition: RekognitionStandIn
+) -> None:
+    rekognition.reject()
+    stack.start(**rekognition.env)
+    accepted = stack.upload(jpeg(640, 480))
+    obj = stack.wait_terminal(accepted["name"])
+    assert obj["status"]["phase"] == "Rejected"
+    assert obj["status"]["verdict"]["decision"] == "Rejected"
+    assert obj["status"]["verdict"]["labels"][0]["name"] == "Explicit Nudity"
+    assert phases(obj) == ["Pending", "Moderating", "Notifying", "Rejected"]
+    assert condition(obj, "ThumbnailsReady")["status"] == "False"
+    assert stack.public_keys() == set()
+    assert not stack.api.accepted("/v1/images/")
+    [flagged] = stack.api.accepted("/v1/images/flagged")
+    assert flagged.body["data"]["verdict"]["labels"][0]["name"] == "Explicit Nudity"
+    assert not any(
+        j["metadata"]["labels"]["images.pinster.io/stage"] == "thumbnail" for j in stack.jobs()
+    )
+
+
+@pytest.mark.parametrize("stage", ["Moderating", "Thumbnailing", "Notifying"])
+def test_operator_killed_mid_stage_resumes_without_duplicates(stack: Stack, stage: str) -> None:
+    if stage == "Notifying":
+        stack.api.fail_first = 2  # keep it in Notifying long enough to be killed there
+    stack.start()
+    names = [stack.upload(jpeg(300 + i, 200), imageable_id=str(i))["name"] for i in range(3)]
+
+    def reached() -> bool:
+        return any((stack.get(n).get("status") or {}).get("phase") == stage for n in names)
+
+    wait_for(reached, timeout=120, what=f"an upload in {stage}")
+    assert stack.operator is not None
+    stack.operator.kill()
+    stack.operator.start()
+    finished = [stack.wait_terminal(n) for n in names]
+    assert [o["status"]["phase"] for o in finished] == ["Ready"] * 3
+    per_upload: dict[str, int] = {}
+    for job in stack.jobs():
+        stage_label = job["metadata"]["labels"]["images.pinster.io/stage"]
+        for upload in json.loads(job["metadata"]["annotations"]["images.pinster.io/uploads"]):
+            per_upload[f"{upload}/{stage_label}"] = per_upload.get(f"{upload}/{stage_label}", 0) + 1
+    assert set(per_upload.values()) == {1}, per_upload
+    keys_seen = [r.headers["idempotency-key"] for r in stack.api.accepted("/v1/images/")]
+    assert sorted(set(keys_seen)) == sorted(names)
+
+
+def test_200_uploads_at_once_share_jobs(stack: Stack) -> None:
+    count = 200
+    stack.start(PINSTER_BATCH_WINDOW="2", PINSTER_BATCH_MAX="20")
+    images = [jpeg(160, 120 + i) for i in range(count)]
+    with ThreadPoolExecutor(8) as pool:
+        accepted = list(
+            pool.map(lambda i: stack.upload(images[i], imageable_id=str(i)), range(count))
+        )
+    names = [a["name"] for a in accepted]
+    assert [stack.wait_terminal(n, timeout=600)["status"]["phase"] for n in names] == [
+        "Ready"
+    ] * count
+    jobs = stack.jobs()
+    print(f"{count} uploads -> {len(jobs)} Jobs")
+    assert len(jobs) <= count // 5, f"{len(jobs)} Jobs for {count} uploads: too little batching"
+    assert sorted(
+        r.headers["idempotency-key"] for r in stack.api.accepted("/v1/images/")
+    ) == sorted(names)
+    listed = stack.kubectl("get", "iu", "-n", stack.namespace, "-l", LABEL_MD5, "-o", "name")
+    assert len(listed.split()) == count

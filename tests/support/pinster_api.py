@@ -1,0 +1,146 @@
+"""An HTTP stand-in of PinsterApi: receives the image service's notifications.
+
+It verifies each request's RS256 JWT with the service's public key (``iss`` = the
+service URL, ``aud`` = this API's URL, ``exp``/``nbf`` enforced, 10 s leeway as the
+original), records every request (accepted or not), and can answer 503 to the first N
+requests to exercise retries. A real HTTP server on 127.0.0.1 and a free port.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import jwt
+import pytest
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+    status: int
+    claims: dict[str, Any] | None = None
+    error: str | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return 200 <= self.status < 300
+
+
+@dataclass
+class PinsterApi:
+    public_key: bytes
+    service_url: str
+    #: Answer 503 to this many requests first (counted over all paths).
+    fail_first: int = 0
+    fail_status: int = 503
+    requests: list[Received] = field(default_factory=list)
+    url: str = ""
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _server: ThreadingHTTPServer | None = None
+    _thread: threading.Thread | None = None
+
+    # -- queries --
+
+    def accepted(self, path: str | None = None) -> list[Received]:
+        with self._lock:
+            return [r for r in self.requests if r.accepted and (path is None or r.path == path)]
+
+    def all(self, path: str | None = None) -> list[Received]:
+        with self._lock:
+            return [r for r in self.requests if path is None or r.path == path]
+
+    # -- server --
+
+    def start(self) -> PinsterApi:
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:  # quiet
+                return
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length)
+                api._handle(self, raw)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _verify(self, headers: dict[str, str]) -> tuple[dict[str, Any] | None, str | None]:
+        auth = headers.get("authorization", "")
+        if not auth.startswith("Bearer "):
+            return None, "missing bearer token"
+        try:
+            claims = jwt.decode(
+                auth.removeprefix("Bearer "),
+                self.public_key,
+                algorithms=["RS256"],
+                audience=self.url,
+                issuer=self.service_url,
+                leeway=10,
+                options={"require": ["exp", "nbf", "iss", "aud"]},
+            )
+        except jwt.PyJWTError as exc:
+            return None, f"{exc.__class__.__name__}: {exc}"
+        return claims, None
+
+    def _handle(self, handler: BaseHTTPRequestHandler, raw: bytes) -> None:
+        headers = {k.lower(): v for k, v in handler.headers.items()}
+        try:
+            body: Any = json.loads(raw) if raw else None
+        except json.JSONDecodeError:
+            body = raw.decode(errors="replace")
+        claims, error = self._verify(headers)
+        with self._lock:
+            failing = sum(1 for r in self.requests if r.status == self.fail_status)
+            if error is not None:
+                status = 401
+            elif failing < self.fail_first:
+                status = self.fail_status
+            else:
+                status = 201
+            self.requests.append(
+                Received("POST", handler.path, headers, body, status, claims, error)
+            )
+        answer = json.dumps({"error": error} if error else {"ok": status == 201}).encode()
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(answer)))
+        handler.end_headers()
+        handler.wfile.write(answer)
+
+
+@pytest.fixture
+def service_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, bytes]:
+    """(private PEM, public PEM) of the image service, fresh per test."""
+    from pinster_images import keys
+
+    private = keys.generate_private_key()
+    return private, keys.public_key_of(private)
+
+
+@pytest.fixture
+def pinster_api(service_keys: tuple[bytes, bytes]) -> Iterator[PinsterApi]:
+    api = PinsterApi(public_key=service_keys[1], service_url="http://images.test").start()
+    try:
+        yield api
+    finally:
+        api.stop()

@@ -1,0 +1,341 @@
+"""The controller against in-process fakes: a fake API server (with resourceVersion
+conflicts), the local storage backend, the PinsterApi stand-in over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import itertools
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes.client.exceptions import ApiException
+from pinster_operator import Controller
+from pinster_operator._jobs import uploads_of
+
+from pinster_images import keys, results
+from pinster_images.resource import ANNOTATION_RETRY, ImageUploadSpec, Stage, Uploader, manifest
+from pinster_images.results import StageResult
+from pinster_images.storage import Area, LocalStorage
+from tests.support.operator_units import (
+    APPROVED,
+    PUBLISHED,
+    REJECTED,
+    SERVICE_URL,
+    private_key,
+    settings,
+)
+from tests.support.pinster_api import PinsterApi
+
+NS = "ns"
+
+
+class FakeKube:
+    """The calls Controller makes, over dicts, with optimistic concurrency on status."""
+
+    def __init__(self) -> None:
+        self.uploads: dict[str, dict[str, Any]] = {}
+        self.jobs: dict[str, dict[str, Any]] = {}
+        self.events: list[tuple[str, str, str, str]] = []
+        self.versions = itertools.count(1)
+        self.conflict_next_write = False
+
+    def add_upload(self, name: str, md5: str) -> None:
+        spec = ImageUploadSpec(
+            md5=md5,
+            bucket="b",
+            key=f"raw/{md5}",
+            content_type="image/jpeg",
+            byte_size=3,
+            width=1,
+            height=1,
+            uploader=Uploader("u", "Pin", name),
+        )
+        obj = manifest(name, NS, spec)
+        obj["metadata"].update(
+            uid=f"uid-{name}", generation=1, resourceVersion=str(next(self.versions))
+        )
+        self.uploads[name] = obj
+
+    def get_upload(self, namespace: str, name: str) -> dict[str, Any] | None:
+        obj = self.uploads.get(name)
+        return copy.deepcopy(obj) if obj else None
+
+    def replace_status(self, obj: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+        current = self.uploads[obj["metadata"]["name"]]
+        if (
+            self.conflict_next_write
+            or obj["metadata"]["resourceVersion"] != current["metadata"]["resourceVersion"]
+        ):
+            self.conflict_next_write = False
+            current["metadata"]["resourceVersion"] = str(next(self.versions))
+            raise ApiException(status=409, reason="Conflict")
+        current["status"] = copy.deepcopy(status)
+        current["metadata"]["resourceVersion"] = str(next(self.versions))
+        return copy.deepcopy(current)
+
+    def remove_annotation(self, namespace: str, name: str, key: str) -> None:
+        self.uploads[name]["metadata"].get("annotations", {}).pop(key, None)
+        self.uploads[name]["metadata"]["resourceVersion"] = str(next(self.versions))
+
+    def delete_upload(self, namespace: str, name: str) -> None:
+        self.uploads.pop(name, None)
+
+    def uploads_with_md5(self, md5: str) -> list[dict[str, Any]]:
+        return [u for u in self.uploads.values() if u["spec"]["md5"] == md5]
+
+    def list_jobs(self, namespace: str, stage: Stage) -> list[dict[str, Any]]:
+        return [
+            j
+            for j in self.jobs.values()
+            if j["metadata"]["labels"]["images.pinster.io/stage"] == stage
+        ]
+
+    def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.jobs.get(name)
+
+    def create_job(self, job: dict[str, Any]) -> bool:
+        if job["metadata"]["name"] in self.jobs:
+            return False
+        self.jobs[job["metadata"]["name"]] = copy.deepcopy(job)
+        return True
+
+    def job_pods(self, namespace: str, job: str) -> list[dict[str, Any]]:
+        term = {"message": "rekognition: ThrottlingException", "finishedAt": "2026-01-01T00:00:00Z"}
+        return [{"status": {"containerStatuses": [{"state": {"terminated": term}}]}}]
+
+    def event(self, obj: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        self.events.append((obj["metadata"]["name"], type_, reason, message))
+
+    # the "Job controller" of the test
+    def finish(self, name: str, *, failed: bool = False) -> None:
+        condition = (
+            {
+                "type": "Failed",
+                "status": "True",
+                "reason": "BackoffLimitExceeded",
+                "message": "Job has reached the specified backoff limit",
+            }
+            if failed
+            else {"type": "Complete", "status": "True"}
+        )
+        self.jobs[name]["status"] = {"conditions": [condition], "failed": 1 if failed else 0}
+
+
+@pytest.fixture
+def api() -> Any:
+    stand_in = PinsterApi(
+        public_key=keys.public_key_of(private_key()), service_url=SERVICE_URL
+    ).start()
+    yield stand_in
+    stand_in.stop()
+
+
+def run(kube: FakeKube, storage: LocalStorage, api: PinsterApi, script: Any, **env: str) -> None:
+    s = settings(
+        PINSTER_API_URL=api.url,
+        PINSTER_BATCH_WINDOW="0.01",
+        PINSTER_POLL_INTERVAL="0.1",
+        PINSTER_NOTIFY_BACKOFF_INITIAL="0.02",
+        PINSTER_WORKERS="3",
+        PINSTER_STORAGE_DIR=str(storage.root),
+        **env,
+    )
+
+    async def main() -> None:
+        controller = Controller(s, kube, storage)  # type: ignore[arg-type]
+        controller.start()
+        try:
+            await script(controller)
+        finally:
+            await controller.stop()
+
+    asyncio.run(main())
+
+
+async def until(predicate: Any, timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not predicate():
+        assert loop.time() < end, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+def phase(kube: FakeKube, name: str) -> str | None:
+    return (kube.uploads[name].get("status") or {}).get("phase")
+
+
+def work(kube: FakeKube, storage: LocalStorage, stage: Stage, data: dict[str, Any]) -> list[str]:
+    """Play the Jobs of ``stage``: write a result per upload, mark them Complete."""
+    done = []
+    for name, job in kube.jobs.items():
+        if job["metadata"]["labels"]["images.pinster.io/stage"] != stage or job.get("status"):
+            continue
+        for upload in uploads_of(job):
+            results.write(storage, StageResult(NS, upload, stage, name, "succeeded", data=data))
+        kube.finish(name)
+        done.append(name)
+    return done
+
+
+def test_batch_of_uploads_to_ready_with_one_post_each(tmp_path: Path, api: PinsterApi) -> None:
+    kube, storage = FakeKube(), LocalStorage(tmp_path, "http://cdn.test")
+    names = [f"img-{i}" for i in range(5)]
+    for i, name in enumerate(names):
+        kube.add_upload(name, f"{i:032x}")
+
+    async def script(c: Controller) -> None:
+        for name in names:
+            c.observe("ADDED", kube.get_upload(NS, name) or {})
+        await until(lambda: all(phase(kube, n) == "Moderating" for n in names))
+        for job in work(kube, storage, Stage.MODERATION, APPROVED):
+            c.wake(NS, uploads_of(kube.jobs[job]))
+        await until(
+            lambda: all(
+                phase(kube, n) == "Thumbnailing"
+                and (kube.uploads[n]["status"].get("jobs") or {}).get("thumbnail")
+                for n in names
+            )
+        )
+        kube.conflict_next_write = True  # a concurrent writer: the decision is retaken
+        work(kube, storage, Stage.THUMBNAIL, PUBLISHED)  # no wake: the poll finds it
+        await until(lambda: all(phase(kube, n) == "Ready" for n in names))
+
+    run(kube, storage, api, script, PINSTER_BATCH_MAX="3")
+    # At most 3 per Job, every upload in exactly one Job per stage, and some sharing.
+    sizes = [len(uploads_of(j)) for j in kube.jobs.values()]
+    assert max(sizes) <= 3 and len(sizes) < 2 * len(names)
+    for stage in Stage:
+        served = [
+            u
+            for j in kube.jobs.values()
+            if j["metadata"]["labels"]["images.pinster.io/stage"] == stage
+            for u in uploads_of(j)
+        ]
+        assert sorted(served) == names
+    accepted = api.accepted("/v1/images/")
+    assert sorted(r.headers["idempotency-key"] for r in accepted) == names
+    assert len(api.all()) == 5
+    status = kube.uploads["img-0"]["status"]
+    assert [h["phase"] for h in status["phaseHistory"]] == [
+        "Pending",
+        "Moderating",
+        "Thumbnailing",
+        "Notifying",
+        "Ready",
+    ]
+    assert accepted[0].body["data"]["storage_location_uri"].startswith("http://cdn.test/")
+    reasons = [e[2] for e in kube.events if e[0] == "img-0"]
+    assert reasons == ["Pending", "Moderating", "Thumbnailing", "Notifying", "Ready"]
+
+
+def test_failed_jobs_are_retried_then_failed_with_the_pod_message(
+    tmp_path: Path, api: PinsterApi
+) -> None:
+    kube, storage = FakeKube(), LocalStorage(tmp_path)
+    kube.add_upload("img-x", "f" * 32)
+
+    async def script(c: Controller) -> None:
+        c.observe("ADDED", kube.get_upload(NS, "img-x") or {})
+
+        def running() -> list[str]:
+            return [n for n, j in kube.jobs.items() if not j.get("status")]
+
+        for _ in range(2):
+            await until(lambda: bool(running()) and phase(kube, "img-x") == "Moderating")
+            kube.finish(running()[0], failed=True)
+        await until(lambda: phase(kube, "img-x") == "Failed")
+
+    run(kube, storage, api, script, PINSTER_JOB_ATTEMPTS="2")
+    ready = next(c for c in kube.uploads["img-x"]["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "BackoffLimitExceeded"
+    assert "ThrottlingException" in ready["message"]
+    assert len(kube.jobs) == 2
+
+
+def test_rejected_sends_flagged_notice_and_deletes_raw_after_retention(
+    tmp_path: Path, api: PinsterApi
+) -> None:
+    kube, storage = FakeKube(), LocalStorage(tmp_path)
+    md5 = "a" * 32
+    kube.add_upload("img-r", md5)
+    storage.put(Area.UPLOAD, f"raw/{md5}", b"raw", content_type="image/jpeg")
+
+    async def script(c: Controller) -> None:
+        c.observe("ADDED", kube.get_upload(NS, "img-r") or {})
+        await until(lambda: phase(kube, "img-r") == "Moderating")
+        work(kube, storage, Stage.MODERATION, REJECTED)
+        await until(lambda: bool((kube.uploads["img-r"].get("status") or {}).get("rawDeletedAt")))
+
+    run(kube, storage, api, script, PINSTER_REJECTED_RETENTION="0.2")
+    assert phase(kube, "img-r") == "Rejected"
+    assert not storage.exists(Area.UPLOAD, f"raw/{md5}")
+    [flagged] = api.accepted("/v1/images/flagged")
+    assert flagged.body["data"]["verdict"]["labels"][0]["name"] == "Explicit Nudity"
+    assert not api.accepted("/v1/images/")
+    assert not any(Stage.THUMBNAIL in j["metadata"]["labels"].values() for j in kube.jobs.values())
+
+
+def test_notification_retries_through_503_then_ttl_deletes_the_upload(
+    tmp_path: Path, api: PinsterApi
+) -> None:
+    kube, storage = FakeKube(), LocalStorage(tmp_path)
+    kube.add_upload("img-n", "b" * 32)
+    api.fail_first = 3
+
+    async def script(c: Controller) -> None:
+        c.observe("ADDED", kube.get_upload(NS, "img-n") or {})
+        await until(lambda: phase(kube, "img-n") == "Moderating")
+        work(kube, storage, Stage.MODERATION, APPROVED)
+        await until(
+            lambda: (
+                phase(kube, "img-n") == "Thumbnailing"
+                and "thumbnail" in kube.uploads["img-n"]["status"].get("jobs", {})
+            )
+        )
+        work(kube, storage, Stage.THUMBNAIL, PUBLISHED)
+        await until(lambda: "img-n" not in kube.uploads)
+
+    run(kube, storage, api, script, PINSTER_TERMINAL_TTL="0.3")
+    assert [r.status for r in api.all()] == [503, 503, 503, 201]
+    assert any(e[2] == "NotificationRetrying" for e in kube.events)
+    assert any(e[2] == "Ready" for e in kube.events)
+
+
+def test_retry_annotation_redrives_a_failed_upload(tmp_path: Path, api: PinsterApi) -> None:
+    kube, storage = FakeKube(), LocalStorage(tmp_path)
+    kube.add_upload("img-f", "c" * 32)
+
+    async def script(c: Controller) -> None:
+        c.observe("ADDED", kube.get_upload(NS, "img-f") or {})
+        await until(lambda: phase(kube, "img-f") == "Moderating")
+        results.write(
+            storage,
+            StageResult(
+                NS,
+                "img-f",
+                Stage.MODERATION,
+                "j",
+                "failed",
+                reason="CorruptImage",
+                message="truncated",
+            ),
+        )
+        c.wake(NS, ["img-f"])
+        await until(lambda: phase(kube, "img-f") == "Failed")
+        meta = kube.uploads["img-f"]["metadata"]
+        meta["annotations"] = {ANNOTATION_RETRY: "1"}
+        meta["resourceVersion"] = str(next(kube.versions))  # as the API server does
+        c.observe("MODIFIED", kube.get_upload(NS, "img-f") or {})
+        await until(
+            lambda: (
+                phase(kube, "img-f") == "Moderating"
+                and ANNOTATION_RETRY not in kube.uploads["img-f"]["metadata"]["annotations"]
+            )
+        )
+
+    run(kube, storage, api, script)
+    # The stale failed result was cleared, and the new Job is a different one.
+    assert results.read(storage, NS, "img-f", Stage.MODERATION) is None
+    assert len(kube.jobs) == 2

@@ -1,0 +1,218 @@
+"""Job manifests, batching plans and reading a Job's outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from pinster_operator import Batcher, UploadRef, build_job, job_state, plan, upload_label
+from pinster_operator._jobs import job_name, member_token, termination_message, uploads_of
+
+from pinster_images.resource import Stage
+from tests.support.operator_units import settings
+
+REFS = [UploadRef("ns", f"img-{i}", f"uid-{i}") for i in range(3)]
+
+
+def test_manifest_from_settings() -> None:
+    s = settings(
+        PINSTER_JOB_SERVICE_ACCOUNT="pinster-job",
+        PINSTER_JOB_RESOURCES='{"limits": {"memory": "512Mi"}}',
+        PINSTER_JOB_NODE_SELECTOR='{"pool": "batch"}',
+        PINSTER_JOB_TOLERATIONS='[{"key": "batch", "operator": "Exists"}]',
+        PINSTER_JOB_BACKOFF_LIMIT="3",
+        PINSTER_JOB_ACTIVE_DEADLINE="120",
+        PINSTER_JOB_TTL="60",
+        PINSTER_JOB_ENV_FROM_SECRET="pinster-job-env",
+        PINSTER_MODERATION_BACKEND="rekognition",
+    )
+    job = build_job(s.jobs, Stage.MODERATION, REFS)
+    spec, pod = job["spec"], job["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert (
+        spec["backoffLimit"],
+        spec["activeDeadlineSeconds"],
+        spec["ttlSecondsAfterFinished"],
+    ) == (3, 120, 60)
+    assert pod["restartPolicy"] == "Never"
+    assert pod["serviceAccountName"] == "pinster-job"
+    assert pod["nodeSelector"] == {"pool": "batch"}
+    assert pod["tolerations"] == [{"key": "batch", "operator": "Exists"}]
+    assert container["image"] == "registry.test/pinster-images:1.0"
+    assert container["command"] == ["pinster-images", "job"]
+    assert container["args"] == ["moderate", "--namespace", "ns", "img-0", "img-1", "img-2"]
+    assert container["resources"] == {"limits": {"memory": "512Mi"}}
+    assert container["envFrom"] == [{"secretRef": {"name": "pinster-job-env"}}]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["PINSTER_MODERATION_BACKEND"] == "rekognition"
+    assert env["PINSTER_STORAGE_BACKEND"] == "local"
+    # Operator-only settings, and the signing key above all, stay in the operator.
+    leaked = [n for n in env if n.startswith(("PINSTER_JOB_", "PINSTER_SERVICE_PRIVATE"))]
+    assert leaked == ["PINSTER_JOB_NAME"]
+    assert env["PINSTER_JOB_NAME"] == job["metadata"]["name"]
+    sc = container["securityContext"]
+    assert sc["readOnlyRootFilesystem"] and not sc["allowPrivilegeEscalation"]
+    assert sc["capabilities"] == {"drop": ["ALL"]} and sc["runAsNonRoot"]
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert {"name": "tmp", "emptyDir": {}} in pod["volumes"]
+
+
+def test_manifest_labels_owners_and_uploads() -> None:
+    job = build_job(settings().jobs, Stage.THUMBNAIL, REFS)
+    meta = job["metadata"]
+    assert meta["labels"]["app.kubernetes.io/part-of"] == "pinster-images"
+    assert meta["labels"]["images.pinster.io/stage"] == "thumbnail"
+    for ref in REFS:
+        assert meta["labels"][upload_label(ref.name)] == "true"
+    assert [o["uid"] for o in meta["ownerReferences"]] == ["uid-0", "uid-1", "uid-2"]
+    assert not any(o["controller"] for o in meta["ownerReferences"])
+    assert uploads_of(job) == ["img-0", "img-1", "img-2"]
+    assert json.loads(meta["annotations"]["images.pinster.io/uploads"]) == uploads_of(job)
+
+
+def test_env_passthrough_can_be_switched_off() -> None:
+    s = settings(PINSTER_JOB_ENV_PASSTHROUGH="false", PINSTER_JOB_ENV_FROM_CONFIGMAP="cfg")
+    container = build_job(s.jobs, Stage.MODERATION, REFS[:1])["spec"]["template"]["spec"][
+        "containers"
+    ][0]
+    assert [e["name"] for e in container["env"]] == ["TMPDIR", "PINSTER_JOB_NAME"]
+    assert container["envFrom"] == [{"configMapRef": {"name": "cfg"}}]
+
+
+def test_upload_labels_fit_kubernetes_limits() -> None:
+    short = upload_label("img-" + "a" * 32 + "-0123456789")
+    assert short.endswith("img-" + "a" * 32 + "-0123456789")
+    long = upload_label("x" * 200)
+    assert len(long.split("/", 1)[1]) <= 63
+    assert upload_label("x" * 200) == long and upload_label("y" * 200) != long
+
+
+def test_job_names_are_deterministic_and_per_attempt() -> None:
+    a = job_name(Stage.MODERATION, REFS)
+    assert a == job_name(Stage.MODERATION, list(reversed(REFS)))
+    assert a != job_name(Stage.THUMBNAIL, REFS)
+    retried = [UploadRef(r.namespace, r.name, r.uid, attempt=2) for r in REFS]
+    assert a != job_name(Stage.MODERATION, retried)
+    redriven = [UploadRef(r.namespace, r.name, r.uid, round=5) for r in REFS]
+    assert a != job_name(Stage.MODERATION, redriven)
+    assert len(a) <= 63
+
+
+def test_batches_of_one_namespace_only() -> None:
+    with pytest.raises(ValueError):
+        build_job(settings().jobs, Stage.MODERATION, [REFS[0], UploadRef("other", "x", "u")])
+
+
+def job(
+    name: str,
+    uploads: list[str],
+    conditions: list[dict[str, Any]] | None = None,
+    attempt: int = 1,
+) -> dict[str, Any]:
+    refs = [UploadRef("ns", u, u, attempt=attempt) for u in uploads]
+    members = json.dumps([member_token(r) for r in refs])
+    return {
+        "metadata": {
+            "name": name,
+            "labels": {upload_label(u): "true" for u in uploads},
+            "annotations": {"images.pinster.io/members": members},
+        },
+        "status": {"conditions": conditions or []},
+    }
+
+
+FAILED = [
+    {
+        "type": "Failed",
+        "status": "True",
+        "reason": "BackoffLimitExceeded",
+        "message": "Job has reached the specified backoff limit",
+    }
+]
+
+
+def test_plan_reuses_live_jobs_and_batches_the_rest() -> None:
+    waiting = [UploadRef("ns", f"u{i}", f"{i}") for i in range(7)]
+    existing = [
+        job("live", ["u1", "u2"]),
+        job("dead", ["u3"], FAILED),
+        job("older", ["u4"], attempt=0),
+    ]
+    p = plan([*waiting, waiting[0]], existing, max_size=3)
+    assert p.reuse == {"u1": "live", "u2": "live"}
+    # u3's Job failed and u4's live Job was for an earlier attempt: both get new Jobs.
+    assert [[r.name for r in b] for b in p.batches] == [["u0", "u3", "u4"], ["u5", "u6"]]
+
+
+def test_plan_batch_size_one() -> None:
+    p = plan(REFS, [], max_size=1)
+    assert [len(b) for b in p.batches] == [1, 1, 1]
+
+
+def test_job_state_reading() -> None:
+    assert job_state(None, "j").status == "missing"
+    assert job_state(job("j", []), "j").status == "running"
+    done = job("j", [], [{"type": "Complete", "status": "True"}])
+    assert job_state(done, "j").status == "succeeded"
+    failed = job_state(job("j", [], FAILED), "j", "Rekognition throttled")
+    assert (failed.status, failed.reason) == ("failed", "BackoffLimitExceeded")
+    assert "backoff limit" in failed.message and "Rekognition throttled" in failed.message
+    other = job("j", [], [{"type": "Failed", "status": "True", "reason": "PodFailurePolicy"}])
+    assert job_state(other, "j").reason == "JobFailed"
+
+
+def test_termination_message_takes_the_newest() -> None:
+    def pod(finished: str, message: str) -> dict[str, Any]:
+        term = {"finishedAt": finished, "message": message, "exitCode": 75}
+        return {"status": {"containerStatuses": [{"state": {"terminated": term}}]}}
+
+    pods = [
+        pod("2026-01-01T00:00:02Z", "second"),
+        pod("2026-01-01T00:00:01Z", "first"),
+        {"status": {}},
+    ]
+    assert termination_message(pods) == "second"
+    assert termination_message([]) == ""
+
+
+def test_batcher_groups_by_window_and_size() -> None:
+    flushed: list[tuple[str, Stage, list[str]]] = []
+
+    async def flush(namespace: str, stage: Stage, group: list[UploadRef]) -> None:
+        flushed.append((namespace, stage, [r.name for r in group]))
+
+    async def until(count: int) -> None:
+        for _ in range(300):
+            if len(flushed) >= count:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"only {flushed}")
+
+    async def scenario() -> None:
+        batcher = Batcher(window=0.2, max_size=3, flush=flush)
+        loop = asyncio.get_running_loop()
+        for i in range(4):
+            batcher.add(Stage.MODERATION, UploadRef("a", f"m{i}", str(i)))
+        batcher.add(Stage.MODERATION, UploadRef("a", "m0", "0"))  # in flight: ignored
+        await until(1)  # the full batch starts at once
+        assert flushed[0] == ("a", Stage.MODERATION, ["m0", "m1", "m2"])
+        # Quiet keys start at once, with whatever arrived in the same loop turn.
+        batcher.add(Stage.THUMBNAIL, UploadRef("a", "t0", "t"))
+        batcher.add(Stage.THUMBNAIL, UploadRef("a", "t1", "t"))
+        batcher.add(Stage.MODERATION, UploadRef("b", "x0", "x"))
+        started = loop.time()
+        await until(3)
+        assert loop.time() - started < 0.15
+        assert sorted(flushed[1:3]) == [
+            ("a", Stage.THUMBNAIL, ["t0", "t1"]),
+            ("b", Stage.MODERATION, ["x0"]),
+        ]
+        # m3 came right after a Job started for (a, moderation): it waits for the window.
+        await until(4)
+        assert flushed[3] == ("a", Stage.MODERATION, ["m3"])
+        assert loop.time() - started > 0.1
+        await batcher.close()
+
+    asyncio.run(scenario())
