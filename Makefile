@@ -48,6 +48,14 @@ test-unit: venv ## unit tests only (no cluster)
 test: venv binaries lint ## the whole suite: lint, unit, integration and e2e against the devcluster
 	PINSTER_BIN_DIR=$$(scripts/build-binaries | tail -n1) $(BIN)/pytest tests $(PYTEST_ARGS)
 
+.PHONY: run
+run: venv ## the embedded default: devcluster, chart, sample uploads until Ready (stays up)
+	scripts/run
+
+.PHONY: stop
+stop: ## undo `make run`: uninstall, devcluster down (PURGE=1 also deletes .state/run)
+	scripts/stop
+
 .PHONY: clean
 clean: ## remove the virtualenv and caches in the repo (not the binary cache)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
