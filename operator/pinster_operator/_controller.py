@@ -184,8 +184,11 @@ class Controller:
                     self.enqueue(key)
             timeout = self._heap[0][0] - now if self._heap else 3600.0
             self._wakeup.clear()
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel
+            # that arrives as the event is set, and stop() then waits out the timeout.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), timeout=timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wakeup.wait()
 
     async def _worker(self) -> None:
         while True:
