@@ -15,13 +15,13 @@ import heapq
 import logging
 import time
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pinster_images import logs, results
 from pinster_images.errors import PermanentError, PinsterError
 from pinster_images.resource import ANNOTATION_RETRY, ImageUploadSpec, Phase, Stage
-from pinster_images.storage import Area, Storage, raw_key
+from pinster_images.storage import RAW_PREFIX, Area, Storage, raw_key
 from pinster_operator import _notify
 from pinster_operator._batching import Batcher, plan
 from pinster_operator._errors import classify
@@ -96,6 +96,8 @@ class Controller:
         for _ in range(self.settings.workers):
             self._tasks.append(self._loop.create_task(self._worker()))
         self._tasks.append(self._loop.create_task(self._scheduler()))
+        if self.settings.cleanup.orphan_grace > 0:
+            self._tasks.append(self._loop.create_task(self._sweeper()))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -189,6 +191,41 @@ class Controller:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await self._wakeup.wait()
+
+    async def _sweeper(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.cleanup.orphan_sweep_interval)
+            try:
+                await asyncio.to_thread(self.sweep_orphans)
+            except Exception:
+                logger.exception(
+                    "orphan sweep failed; next try in %ss",
+                    self.settings.cleanup.orphan_sweep_interval,
+                )
+
+    def sweep_orphans(self) -> list[str]:
+        """Delete raw objects no ImageUpload refers to once they are older than the grace
+        period: the upload service stored them but its create never succeeded and the
+        client never retried. Returns the keys deleted."""
+        grace = timedelta(seconds=self.settings.cleanup.orphan_grace)
+        cutoff = datetime.now(UTC) - grace
+        deleted = []
+        for key in self.storage.list(Area.UPLOAD, RAW_PREFIX):
+            info = self.storage.head(Area.UPLOAD, key)
+            if info is None or info.modified is None or info.modified > cutoff:
+                continue
+            md5 = key.removeprefix(RAW_PREFIX)
+            if self.kube.uploads_with_md5(md5):
+                continue  # in flight, or rejected and within its retention
+            self.storage.delete(Area.UPLOAD, key)
+            deleted.append(key)
+            logger.warning(
+                "deleted orphaned raw object %s: no ImageUpload refers to it after %s",
+                key,
+                grace,
+                extra={"md5": md5},
+            )
+        return deleted
 
     async def _worker(self) -> None:
         while True:
@@ -454,6 +491,6 @@ class Controller:
             return Decision(facts.status, requeue_after=self.settings.poll_interval * 6)
         self.storage.delete(Area.UPLOAD, spec.key or raw_key(spec.md5))
         logs.for_upload(logger, obj["metadata"]["namespace"], obj["metadata"]["name"]).info(
-            "deleted raw bytes of a rejected upload after retention"
+            "deleted raw bytes of a %s upload", (facts.status.get("phase") or "").lower()
         )
         return Decision(raw_deleted(facts.status, facts.now), requeue_after=0)

@@ -395,17 +395,23 @@ def _finish(new: Status, f: Facts) -> Decision:
 
 def _terminal_step(f: Facts, s: OperatorSettings, phase: Phase) -> Decision:
     completed = parse_time(f.status.get("completedAt")) or f.now
-    due: list[datetime] = []
-    if phase == Phase.REJECTED and not f.status.get("rawDeletedAt"):
-        raw_due = completed + timedelta(seconds=s.cleanup.rejected_retention)
+    ttl_due = completed + timedelta(seconds=s.cleanup.terminal_ttl)
+    raw_due: datetime | None = None
+    if not f.status.get("rawDeletedAt"):
+        if phase == Phase.REJECTED:
+            raw_due = completed + timedelta(seconds=s.cleanup.rejected_retention)
+        elif phase == Phase.FAILED:
+            # Kept for a retry while the upload exists; nothing would remove them later.
+            raw_due = ttl_due
+    if raw_due is not None:
         if f.now >= raw_due:
             return Decision(f.status, Action.DELETE_RAW)
-        due.append(raw_due)
-    ttl_due = completed + timedelta(seconds=s.cleanup.terminal_ttl)
+        # The upload is the only record of its raw bytes: it goes after them, never before.
+        ttl_due = max(ttl_due, raw_due)
     if f.now >= ttl_due:
         return Decision(f.status, Action.DELETE_UPLOAD)
-    due.append(ttl_due)
-    return Decision(f.status, requeue_after=(min(due) - f.now).total_seconds())
+    next_due = raw_due or ttl_due
+    return Decision(f.status, requeue_after=(next_due - f.now).total_seconds())
 
 
 def raw_deleted(status: Status, now: datetime) -> Status:

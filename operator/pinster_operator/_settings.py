@@ -42,6 +42,7 @@ OPERATOR_ONLY_PREFIXES: tuple[str, ...] = (
     "PINSTER_POLL_INTERVAL",
     "PINSTER_REJECTED_RETENTION",
     "PINSTER_TERMINAL_TTL",
+    "PINSTER_ORPHAN_",
 )
 
 
@@ -181,6 +182,9 @@ class NotifySettings:
 class CleanupSettings:
     rejected_retention: float = 7 * 86400.0
     terminal_ttl: float = 86400.0
+    #: A raw object this old that no ImageUpload refers to is deleted (0: never).
+    orphan_grace: float = 86400.0
+    orphan_sweep_interval: float = 3600.0
 
     @classmethod
     def from_env(cls, env: Environ) -> CleanupSettings:
@@ -189,6 +193,10 @@ class CleanupSettings:
                 env, "PINSTER_REJECTED_RETENTION", 7 * 86400.0, minimum=0.0
             ),
             terminal_ttl=env_float(env, "PINSTER_TERMINAL_TTL", 86400.0, minimum=0.0),
+            orphan_grace=env_float(env, "PINSTER_ORPHAN_GRACE", 86400.0, minimum=0.0),
+            orphan_sweep_interval=env_float(
+                env, "PINSTER_ORPHAN_SWEEP_INTERVAL", 3600.0, minimum=1.0
+            ),
         )
 
 

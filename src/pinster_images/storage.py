@@ -15,6 +15,7 @@ import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -45,6 +46,8 @@ class ObjectInfo:
     content_type: str
     cache_control: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    #: When the object was last written (``head`` only), for age-based clean-up.
+    modified: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -128,7 +131,7 @@ class LocalStorage(Storage):
     def head(self, area: Area, key: str) -> ObjectInfo | None:
         path = self._path(area, key)
         try:
-            size = path.stat().st_size
+            stat = path.stat()
         except FileNotFoundError:
             return None
         try:
@@ -137,10 +140,11 @@ class LocalStorage(Storage):
             meta = {}
         return ObjectInfo(
             key=key,
-            size=size,
+            size=stat.st_size,
             content_type=meta.get("content_type", "application/octet-stream"),
             cache_control=meta.get("cache_control"),
             metadata=meta.get("metadata", {}),
+            modified=datetime.fromtimestamp(stat.st_mtime, UTC),
         )
 
     def get(self, area: Area, key: str) -> StoredObject:
@@ -275,6 +279,7 @@ class S3Storage(Storage):
             content_type=response.get("ContentType", "application/octet-stream"),
             cache_control=response.get("CacheControl"),
             metadata=dict(response.get("Metadata", {})),
+            modified=response.get("LastModified"),
         )
 
     def get(self, area: Area, key: str) -> StoredObject:

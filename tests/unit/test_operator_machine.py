@@ -222,6 +222,30 @@ def test_rejected_retention_then_ttl() -> None:
     assert decide(later(f, gone, 1003), s).action == Action.DELETE_UPLOAD
 
 
+def test_rejected_upload_outlives_its_ttl_until_the_raw_bytes_are_gone() -> None:
+    # Retention longer than the TTL: deleting the upload first would orphan the bytes.
+    s = settings(PINSTER_REJECTED_RETENTION="1000", PINSTER_TERMINAL_TTL="100")
+    f = facts(notifying(REJECTED), 3)
+    rejected = after_notify(f, s, NotifyOutcome(flagged_sent=True)).status
+    assert decide(later(f, rejected, 500), s).action == Action.NONE
+    assert decide(later(f, rejected, 1003), s).action == Action.DELETE_RAW
+    gone = dict(rejected, rawDeletedAt="2026-01-02T03:20:00Z")
+    assert decide(later(f, gone, 1004), s).action == Action.DELETE_UPLOAD
+
+
+def test_failed_upload_deletes_its_raw_bytes_before_itself_at_the_ttl() -> None:
+    s = settings(PINSTER_JOB_ATTEMPTS="1", PINSTER_TERMINAL_TTL="100")
+    job = JobState("pinster-mod-1", "failed", "DeadlineExceeded", "too slow")
+    f = facts(moderating(), 9, job=job)
+    failed = decide(f, s).status
+    assert failed["phase"] == "Failed"
+    wait = decide(later(f, failed, 50), s)
+    assert wait.action == Action.NONE and wait.requeue_after is not None
+    assert decide(later(f, failed, 200), s).action == Action.DELETE_RAW
+    gone = dict(failed, rawDeletedAt="2026-01-02T03:08:00Z")
+    assert decide(later(f, gone, 200), s).action == Action.DELETE_UPLOAD
+
+
 def test_retry_annotation_redrives_failed_stage() -> None:
     job = JobState("pinster-mod-1", "failed", "DeadlineExceeded", "too slow")
     failed = decide(facts(moderating(), 9, job=job), settings(PINSTER_JOB_ATTEMPTS="1")).status
