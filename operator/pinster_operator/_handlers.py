@@ -56,7 +56,7 @@ def build_registry() -> kopf.OperatorRegistry:
             controller.storage.check()
         except Exception as exc:
             raise to_kopf(exc) from exc
-        controller.metrics.serve(controller.settings.metrics_port)
+        controller.metrics.serve(controller.settings.host, controller.settings.metrics_port)
         controller.start()
         logging.getLogger("pinster_operator").info(
             "operator started",

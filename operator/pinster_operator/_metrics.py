@@ -71,6 +71,6 @@ class Metrics:
         if started is not None:
             self.phase_seconds.labels(before).observe(max(0.0, (now - started).total_seconds()))
 
-    def serve(self, port: int) -> None:
+    def serve(self, host: str, port: int) -> None:
         if port > 0:
-            start_http_server(port, registry=self.registry)
+            start_http_server(port, addr=host, registry=self.registry)

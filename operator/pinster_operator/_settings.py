@@ -37,6 +37,7 @@ OPERATOR_ONLY_PREFIXES: tuple[str, ...] = (
     "PINSTER_FLAGGED_PATH",
     "PINSTER_METRICS_PORT",
     "PINSTER_HEALTH_PORT",
+    "PINSTER_OPERATOR_HOST",
     "PINSTER_WATCH_NAMESPACES",
     "PINSTER_WORKERS",
     "PINSTER_POLL_INTERVAL",
@@ -211,6 +212,8 @@ class OperatorSettings:
     workers: int = 8
     #: Safety-net re-check of uploads waiting for a Job (Job events usually come first).
     poll_interval: float = 10.0
+    #: Address of the liveness and metrics servers (the pod IP on the devcluster).
+    host: str = "0.0.0.0"  # noqa: S104 - a pod's servers listen on its interfaces
     health_port: int = 8080
     metrics_port: int = 9090
     log_level: str = "INFO"
@@ -227,6 +230,7 @@ class OperatorSettings:
             namespaces=env_list(env, "PINSTER_WATCH_NAMESPACES"),
             workers=env_int(env, "PINSTER_WORKERS", 8, minimum=1),
             poll_interval=env_float(env, "PINSTER_POLL_INTERVAL", 10.0, minimum=0.1),
+            host=env_optional(env, "PINSTER_OPERATOR_HOST") or "0.0.0.0",  # noqa: S104
             health_port=env_int(env, "PINSTER_HEALTH_PORT", 8080, minimum=0),
             metrics_port=env_int(env, "PINSTER_METRICS_PORT", 9090, minimum=0),
             log_level=env_choice(

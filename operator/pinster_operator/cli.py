@@ -61,7 +61,8 @@ def main(argv: list[str]) -> int:
     api.rest_client.pool_manager.connection_pool_kw["maxsize"] = settings.workers + 4
     controller = Controller(settings, Kube(api, settings.namespaces), settings.storage.open())
     memo = kopf.Memo(controller=controller)
-    liveness = f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    liveness = f"http://{host}:{settings.health_port}/healthz" if settings.health_port else None
     _quiet_kopf(settings.log_level)
     kopf.run(
         registry=build_registry(),
