@@ -14,7 +14,8 @@ COPY operator ./operator
 COPY jobs ./jobs
 COPY ingress ./ingress
 COPY devcluster ./devcluster
-COPY crds ./crds
+# The CRD's one real file (crds/ only links to it); the wheel ships it.
+COPY charts/pinster-images/files ./charts/pinster-images/files
 RUN python -m build --wheel --outdir /dist
 
 FROM python:${PYTHON_VERSION}-slim AS venv

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -67,13 +68,34 @@ class Installed:
         )
 
 
+def build_context(target: Path) -> Path:
+    """The files the Dockerfile's build stage copies (its ``COPY <src> <dest>`` lines before
+    the first ``COPY --from``), and nothing else: a path the wheel needs but the Dockerfile
+    forgets fails the build here, as it would in ``docker build``."""
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        if line.startswith("COPY --from"):
+            break
+        if not line.startswith("COPY "):
+            continue
+        *sources, dest = line.split()[1:]
+        for source in sources:
+            into = target / dest / Path(source).name if dest.endswith("/") else target / dest
+            into.parent.mkdir(parents=True, exist_ok=True)
+            if (ROOT / source).is_dir():
+                shutil.copytree(ROOT / source, into, symlinks=True)
+            else:
+                shutil.copy2(ROOT / source, into)
+    return target
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     base = tmp_path_factory.mktemp("package")
     dist = base / "dist"
-    # Stage "build": a PEP 517 build of the wheel from the source tree.
+    context = build_context(base / "context")
+    # Stage "build": a PEP 517 build of the wheel from the Dockerfile's build context.
     built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(dist), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(dist), str(context)],
         capture_output=True,
         text=True,
         timeout=600,
