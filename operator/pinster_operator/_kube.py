@@ -36,6 +36,17 @@ def _json(response: Any) -> Any:
     return json.loads(response.data)
 
 
+def _discard(response: Any) -> None:
+    """Read an unwanted answer to its end so its connection goes back to the pool.
+
+    With ``_preload_content=False`` the client hands back urllib3's raw response; left
+    unread, its connection is never returned and every later call (from any worker)
+    pays a new TCP and TLS handshake with the API server.
+    """
+    response.drain_conn()
+    response.release_conn()
+
+
 class Kube:
     def __init__(self, api: client.ApiClient, namespaces: tuple[str, ...] = ()) -> None:
         self.api = api
@@ -126,13 +137,14 @@ class Kube:
     def create_job(self, manifest: dict[str, Any]) -> bool:
         """Create; False when it already exists (same deterministic name)."""
         try:
-            self.batch.create_namespaced_job(
+            response = self.batch.create_namespaced_job(
                 manifest["metadata"]["namespace"], manifest, _preload_content=False
             )
         except ApiException as exc:
             if exc.status == 409:
                 return False
             raise
+        _discard(response)
         return True
 
     def job_pods(self, namespace: str, job: str) -> list[dict[str, Any]]:
@@ -167,4 +179,7 @@ class Kube:
             "lastTimestamp": stamp,
             "count": 1,
         }
-        self.core.create_namespaced_event(meta["namespace"], body, _preload_content=False)
+        response = self.core.create_namespaced_event(
+            meta["namespace"], body, _preload_content=False
+        )
+        _discard(response)
