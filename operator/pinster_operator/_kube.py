@@ -2,7 +2,7 @@
 
 The frequent ones (status PUT, Event POST, GET of an upload) go through the client's
 connection pool and credentials but skip its model (de)serialisation: see
-:meth:`Kube._request`.
+:class:`JsonCalls`.
 
 Blocking (run in worker threads). Status is written with PUT on the status subresource
 carrying the ``resourceVersion`` read, so a decision taken on stale data fails with 409
@@ -56,24 +56,32 @@ def _upload_path(namespace: str, name: str) -> str:
     return f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace)}/{PLURAL}/{quote(name)}"
 
 
-class Kube:
-    def __init__(self, api: client.ApiClient, namespaces: tuple[str, ...] = ()) -> None:
+class JsonCalls:
+    """The calls made several times per upload (upload GET, status PUT, Event POST) as
+    plain JSON, through the client's connection pool, headers and credentials.
+
+    The generated client walks every body through ``sanitize_for_serialization`` and
+    every answer through its deserialiser: about a third of the CPU of such a call,
+    for bodies that are plain JSON already. Errors are the client's own
+    ``ApiException`` (404, 409, ...), as before. Methods carry the generated client's
+    names, so what they do (and the RBAC they need) reads the same.
+    """
+
+    def __init__(self, api: client.ApiClient) -> None:
         self.api = api
-        self.namespaces = namespaces
-        self.custom = client.CustomObjectsApi(api)
-        self.batch = client.BatchV1Api(api)
-        self.core = client.CoreV1Api(api)
-        self.instance = os.environ.get("POD_NAME") or socket.gethostname()
+
+    def get_namespaced_custom_object(self, namespace: str, name: str) -> Any:
+        return self._request("GET", _upload_path(namespace, name))
+
+    def replace_namespaced_custom_object_status(
+        self, namespace: str, name: str, body: dict[str, Any]
+    ) -> Any:
+        return self._request("PUT", _upload_path(namespace, name) + "/status", body)
+
+    def create_namespaced_event(self, namespace: str, body: dict[str, Any]) -> Any:
+        return self._request("POST", f"/api/v1/namespaces/{quote(namespace)}/events", body)
 
     def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        """One JSON call through the client's connection pool, headers and credentials,
-        without its generic (de)serialisation.
-
-        For the calls made several times per upload (status PUT, Event POST, GET): our
-        bodies are plain JSON already, and walking them through the client's
-        ``sanitize_for_serialization`` and response handling costs about a third of the
-        CPU of the call. Errors are the client's own ``ApiException`` (404, 409, ...).
-        """
         headers = {
             "Accept": "application/json",
             "Content-Type": "application/json",
@@ -92,11 +100,22 @@ class Kube:
         )
         return _json(response)
 
+
+class Kube:
+    def __init__(self, api: client.ApiClient, namespaces: tuple[str, ...] = ()) -> None:
+        self.api = api
+        self.namespaces = namespaces
+        self.custom = client.CustomObjectsApi(api)
+        self.batch = client.BatchV1Api(api)
+        self.core = client.CoreV1Api(api)
+        self.json = JsonCalls(api)
+        self.instance = os.environ.get("POD_NAME") or socket.gethostname()
+
     # --- ImageUploads ---
 
     def get_upload(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            obj: dict[str, Any] = self._request("GET", _upload_path(namespace, name))
+            obj: dict[str, Any] = self.json.get_namespaced_custom_object(namespace, name)
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -116,8 +135,9 @@ class Kube:
             "spec": obj.get("spec"),
             "status": status,
         }
-        path = _upload_path(meta["namespace"], meta["name"]) + "/status"
-        result: dict[str, Any] = self._request("PUT", path, body)
+        result: dict[str, Any] = self.json.replace_namespaced_custom_object_status(
+            meta["namespace"], meta["name"], body
+        )
         return result
 
     def remove_annotation(self, namespace: str, name: str, key: str) -> None:
@@ -212,4 +232,4 @@ class Kube:
             "lastTimestamp": stamp,
             "count": 1,
         }
-        self._request("POST", f"/api/v1/namespaces/{quote(meta['namespace'])}/events", body)
+        self.json.create_namespaced_event(meta["namespace"], body)
