@@ -279,6 +279,7 @@ class Controller:
         try:
             return self.reconcile(key)
         except Exception as exc:
+            self._bodies.pop(key, None)  # start from a fresh GET next time
             retry = classify(exc)
             level = logging.ERROR if retry.permanent else logging.INFO
             log.log(
@@ -292,7 +293,13 @@ class Controller:
             return retry.delay
 
     def _body(self, key: Key) -> dict[str, Any] | None:
-        body = self._bodies.pop(key, None)
+        """The upload as last seen (watch event or our own write's answer), else a GET.
+
+        The body stays cached while the upload is in flight, so the reconcile after
+        a Job assignment or a Job's end needs no GET; watch events keep it current
+        (our own writes excepted, which replace it with the API server's answer).
+        """
+        body = self._bodies.get(key)
         if body is not None and not self._older_than_written(key, body):
             return body
         return self.kube.get_upload(*key)
@@ -315,6 +322,7 @@ class Controller:
             return None
         meta = obj["metadata"]
         if meta.get("deletionTimestamp"):
+            self._bodies.pop(key, None)
             return None
         status: dict[str, Any] = obj.get("status") or {}
         now = datetime.now(UTC)
@@ -351,9 +359,14 @@ class Controller:
                 self._assigned.pop((namespace, name, stage), None)
         else:
             self.metrics.observe(key, status.get("phase"))
+            phase = phase_of(status)
+            if phase is None or phase.terminal:
+                # Terminal uploads wait for a deadline only: keep no body (see _settled).
+                self._bodies.pop(key, None)
         if decision.note is not None:
             self._event(obj, *decision.note)
         if decision.clear_retry:
+            self._bodies.pop(key, None)  # the annotation change makes it stale
             self.kube.remove_annotation(namespace, name, ANNOTATION_RETRY)
         return decision.requeue_after
 

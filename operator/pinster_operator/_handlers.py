@@ -9,6 +9,7 @@ event-watching handlers are used: they keep nothing in the objects (no finalizer
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 import kopf
@@ -18,11 +19,40 @@ from pinster_operator._controller import Controller
 from pinster_operator._errors import to_kopf
 from pinster_operator._jobs import is_finished, uploads_of
 
+#: What kopf's diff-base reads of metadata: the essence keeps labels and annotations;
+#: the storage key depends on the kind and ownerReferences.
+_ESSENCE_METADATA = ("name", "namespace", "uid", "labels", "annotations", "ownerReferences")
+
+
+class DiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
+    """kopf's annotation diff-base, built without deep-copying what it then drops.
+
+    kopf builds the "essence" of the object on every watch event, even for event
+    handlers only, by deep-copying the whole body (status and managedFields included)
+    and then deleting the status and all metadata but labels and annotations: with
+    several events per upload that was a tenth of the operator's CPU. Handing it only
+    the parts it keeps gives the same essence. With field-specific handlers (extra
+    fields, which may name status fields) kopf gets the whole body as before.
+    """
+
+    def build(
+        self,
+        *,
+        body: kopf.Body,
+        extra_fields: Iterable[kopf.FieldSpec] | None = None,
+    ) -> kopf.BodyEssence:
+        if extra_fields:
+            return super().build(body=body, extra_fields=extra_fields)
+        meta = body.get("metadata") or {}
+        light: dict[str, Any] = {k: v for k, v in body.items() if k not in ("metadata", "status")}
+        light["metadata"] = {k: meta[k] for k in _ESSENCE_METADATA if k in meta}
+        return super().build(body=kopf.Body(light), extra_fields=extra_fields)  # type: ignore[arg-type]
+
 
 def configure(settings: kopf.OperatorSettings) -> None:
     """kopf keeps any state it needs in annotations of our group, never in status."""
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+    settings.persistence.diffbase_storage = DiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
     )
     settings.peering.standalone = True

@@ -1,5 +1,9 @@
 """The Kubernetes calls the controller makes, with the official client, as plain dicts.
 
+The frequent ones (status PUT, Event POST, GET of an upload) go through the client's
+connection pool and credentials but skip its model (de)serialisation: see
+:class:`JsonCalls`.
+
 Blocking (run in worker threads). Status is written with PUT on the status subresource
 carrying the ``resourceVersion`` read, so a decision taken on stale data fails with 409
 and is taken again on fresh data.
@@ -12,6 +16,7 @@ import os
 import socket
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
@@ -36,6 +41,66 @@ def _json(response: Any) -> Any:
     return json.loads(response.data)
 
 
+def _discard(response: Any) -> None:
+    """Read an unwanted answer to its end so its connection goes back to the pool.
+
+    With ``_preload_content=False`` the client hands back urllib3's raw response; left
+    unread, its connection is never returned and every later call (from any worker)
+    pays a new TCP and TLS handshake with the API server.
+    """
+    response.drain_conn()
+    response.release_conn()
+
+
+def _upload_path(namespace: str, name: str) -> str:
+    return f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace)}/{PLURAL}/{quote(name)}"
+
+
+class JsonCalls:
+    """The calls made several times per upload (upload GET, status PUT, Event POST) as
+    plain JSON, through the client's connection pool, headers and credentials.
+
+    The generated client walks every body through ``sanitize_for_serialization`` and
+    every answer through its deserialiser: about a third of the CPU of such a call,
+    for bodies that are plain JSON already. Errors are the client's own
+    ``ApiException`` (404, 409, ...), as before. Methods carry the generated client's
+    names, so what they do (and the RBAC they need) reads the same.
+    """
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self.api = api
+
+    def get_namespaced_custom_object(self, namespace: str, name: str) -> Any:
+        return self._request("GET", _upload_path(namespace, name))
+
+    def replace_namespaced_custom_object_status(
+        self, namespace: str, name: str, body: dict[str, Any]
+    ) -> Any:
+        return self._request("PUT", _upload_path(namespace, name) + "/status", body)
+
+    def create_namespaced_event(self, namespace: str, body: dict[str, Any]) -> Any:
+        return self._request("POST", f"/api/v1/namespaces/{quote(namespace)}/events", body)
+
+    def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        headers = {
+            "Accept": "application/json",
+            "Content-Type": "application/json",
+            **self.api.default_headers,
+        }
+        if self.api.cookie:
+            headers["Cookie"] = self.api.cookie
+        # Bearer tokens are read (and refreshed, e.g. projected ones) on every call.
+        self.api.update_params_for_auth(headers, [], ["BearerToken"])
+        response = self.api.rest_client.request(
+            method,
+            self.api.configuration.host + path,
+            headers=headers,
+            body=body,
+            _preload_content=False,
+        )
+        return _json(response)
+
+
 class Kube:
     def __init__(self, api: client.ApiClient, namespaces: tuple[str, ...] = ()) -> None:
         self.api = api
@@ -43,15 +108,14 @@ class Kube:
         self.custom = client.CustomObjectsApi(api)
         self.batch = client.BatchV1Api(api)
         self.core = client.CoreV1Api(api)
+        self.json = JsonCalls(api)
         self.instance = os.environ.get("POD_NAME") or socket.gethostname()
 
     # --- ImageUploads ---
 
     def get_upload(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            obj: dict[str, Any] = self.custom.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, name
-            )
+            obj: dict[str, Any] = self.json.get_namespaced_custom_object(namespace, name)
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -71,8 +135,8 @@ class Kube:
             "spec": obj.get("spec"),
             "status": status,
         }
-        result: dict[str, Any] = self.custom.replace_namespaced_custom_object_status(
-            GROUP, VERSION, meta["namespace"], PLURAL, meta["name"], body
+        result: dict[str, Any] = self.json.replace_namespaced_custom_object_status(
+            meta["namespace"], meta["name"], body
         )
         return result
 
@@ -126,13 +190,14 @@ class Kube:
     def create_job(self, manifest: dict[str, Any]) -> bool:
         """Create; False when it already exists (same deterministic name)."""
         try:
-            self.batch.create_namespaced_job(
+            response = self.batch.create_namespaced_job(
                 manifest["metadata"]["namespace"], manifest, _preload_content=False
             )
         except ApiException as exc:
             if exc.status == 409:
                 return False
             raise
+        _discard(response)
         return True
 
     def job_pods(self, namespace: str, job: str) -> list[dict[str, Any]]:
@@ -167,4 +232,4 @@ class Kube:
             "lastTimestamp": stamp,
             "count": 1,
         }
-        self.core.create_namespaced_event(meta["namespace"], body, _preload_content=False)
+        self.json.create_namespaced_event(meta["namespace"], body)

@@ -42,6 +42,7 @@ class FakeKube:
         self.events: list[tuple[str, str, str, str]] = []
         self.versions = itertools.count(1)
         self.conflict_next_write = False
+        self.gets = 0
 
     def add_upload(self, name: str, md5: str) -> None:
         spec = ImageUploadSpec(
@@ -61,6 +62,7 @@ class FakeKube:
         self.uploads[name] = obj
 
     def get_upload(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.gets += 1
         obj = self.uploads.get(name)
         return copy.deepcopy(obj) if obj else None
 
@@ -189,7 +191,7 @@ def test_batch_of_uploads_to_ready_with_one_post_each(tmp_path: Path, api: Pinst
 
     async def script(c: Controller) -> None:
         for name in names:
-            c.observe("ADDED", kube.get_upload(NS, name) or {})
+            c.observe("ADDED", copy.deepcopy(kube.uploads[name]))
         await until(lambda: all(phase(kube, n) == "Moderating" for n in names))
         for job in work(kube, storage, Stage.MODERATION, APPROVED):
             c.wake(NS, uploads_of(kube.jobs[job]))
@@ -230,6 +232,9 @@ def test_batch_of_uploads_to_ready_with_one_post_each(tmp_path: Path, api: Pinst
     assert accepted[0].body["data"]["storage_location_uri"].startswith("http://cdn.test/")
     reasons = [e[2] for e in kube.events if e[0] == "img-0"]
     assert reasons == ["Pending", "Moderating", "Thumbnailing", "Notifying", "Ready"]
+    # Each reconcile starts from the watch event or the answer to our own write; only
+    # the decision retaken after the 409 reads the upload again.
+    assert kube.gets == 1
 
 
 def test_failed_jobs_are_retried_then_failed_with_the_pod_message(
