@@ -12,23 +12,19 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from pinster_devcluster import DevCluster
-from pinster_devcluster._procs import family, read_record
-from pinster_devcluster.paths import pid_file
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
+from pinster_devcluster import DevCluster  # noqa: E402
+from pinster_devcluster._procs import family, read_record  # noqa: E402
+from pinster_devcluster.paths import pid_file  # noqa: E402
 
-def rss_kib(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except FileNotFoundError:
-        pass
-    return 0
+from tests.support.procstat import memory_mib  # noqa: E402
 
 
 def component_rss(cluster: DevCluster) -> dict[str, float]:
@@ -37,7 +33,7 @@ def component_rss(cluster: DevCluster) -> dict[str, float]:
     for name in cluster.components():
         record = read_record(pid_file(cluster.state_dir, name))
         if record is not None:
-            result[name] = sum(rss_kib(m.pid) for m in family(record)) / 1024
+            result[name] = sum(memory_mib(m.pid) for m in family(record))
     return result
 
 

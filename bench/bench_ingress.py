@@ -42,6 +42,7 @@ from pinster_images.kube import api_client  # noqa: E402
 from pinster_images.storage import Area, StorageSettings, raw_key  # noqa: E402
 from tests.support.crd import install_crd  # noqa: E402
 from tests.support.images import noisy_jpeg  # noqa: E402
+from tests.support.procstat import cpu_seconds, memory_mib  # noqa: E402
 from tests.support.s3 import CREDENTIALS, free_port  # noqa: E402
 from tests.support.waiting import wait_for  # noqa: E402
 
@@ -95,18 +96,6 @@ def run_concurrently(count: int, work: Callable[[int], None]) -> Result:
     with ThreadPoolExecutor(CLIENTS) as pool:
         list(pool.map(one, range(count)))
     return Result("", count, time.perf_counter() - started, latencies)
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_mb(pid: int, field: str) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"{field} not in /proc/{pid}/status")
 
 
 @contextmanager
@@ -171,11 +160,11 @@ def bench_service(url: str, pid: int, base: bytes, count: int, raw: bool, privat
             raise RuntimeError(f"upload {index}: {response.status_code} {response.text[:300]}")
 
     warm_up(work)
-    idle = rss_mb(pid, "VmRSS")
+    idle = memory_mib(pid, "VmRSS")
     cpu = cpu_seconds(pid)
     result = run_concurrently(count, work)
     result.cpu_ms = (cpu_seconds(pid) - cpu) / count * 1000
-    result.peak_rss_mb = rss_mb(pid, "VmHWM")
+    result.peak_rss_mb = memory_mib(pid, "VmHWM")
     result.idle_rss_mb = idle
     return result
 

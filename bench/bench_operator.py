@@ -42,21 +42,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.support.crd import install_crd  # noqa: E402
+from tests.support.procstat import cpu_seconds, memory_mib  # noqa: E402
 from tests.support.s3 import free_port  # noqa: E402
 
 KOPF_DOC_MB_PER_1000 = 300.0
-
-
-def proc_status(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def ready_status() -> dict[str, Any]:
@@ -166,8 +155,8 @@ def run(kubeconfig: Path, count: int, work: Path, reuse: str | None = None) -> N
         cpu_intake = cpu_seconds(operator.pid)
         time.sleep(10)  # settle: nothing should happen for terminal uploads
         cpu_idle = cpu_seconds(operator.pid) - cpu_intake
-        peak = proc_status(operator.pid, "VmHWM") / 1024
-        rss = proc_status(operator.pid, "VmRSS") / 1024
+        peak = memory_mib(operator.pid, "VmHWM")
+        rss = memory_mib(operator.pid, "VmRSS")
     finally:
         operator.terminate()
         operator.wait(30)

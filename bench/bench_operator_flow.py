@@ -49,15 +49,9 @@ from tests.support.crd import install_crd  # noqa: E402
 from tests.support.images import noisy_jpeg  # noqa: E402
 from tests.support.pinster_api import PinsterApi  # noqa: E402
 from tests.support.processes import JOB_RBAC, operator_service  # noqa: E402
+from tests.support.procstat import cpu_times  # noqa: E402
 
 SERVICE_URL = "http://images.bench"
-
-
-def cpu_times(pid: int) -> tuple[float, float]:
-    """User and system CPU seconds of a process."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    tick = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 class Bench:

@@ -22,6 +22,7 @@ from pinster_devcluster import DevCluster, ProcessRecord, StartupError
 from pinster_devcluster._procs import family, is_alive, read_record
 from pinster_devcluster.paths import pid_file
 
+from tests.support.procstat import live_processes_with
 from tests.support.waiting import wait_for
 
 
@@ -34,23 +35,6 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
         env=env,
         timeout=180,
     )
-
-
-def processes_mentioning(text: str) -> list[tuple[int, str]]:
-    """Live processes whose command line contains ``text`` (every component's does: the
-    state directory is in its flags)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (FileNotFoundError, ProcessLookupError, IndexError):
-            continue
-        if text in cmdline and state not in ("Z", "X"):
-            found.append((int(entry), cmdline))
-    return found
 
 
 def all_families(cluster: DevCluster) -> list[ProcessRecord]:
@@ -211,13 +195,13 @@ def test_down_leaves_no_process_of_the_cluster(own_cluster: DevCluster) -> None:
     own_cluster.up()
     members = all_families(own_cluster)
     assert len(members) >= len(own_cluster.components())
-    assert processes_mentioning(str(own_cluster.state_dir))
+    assert live_processes_with(str(own_cluster.state_dir))
 
     stopped = own_cluster.down()
 
     assert {m.pid for m in members} <= {s.pid for s in stopped}
     assert [m for m in members if is_alive(m)] == []
-    assert processes_mentioning(str(own_cluster.state_dir)) == []
+    assert live_processes_with(str(own_cluster.state_dir)) == []
     assert all(s.state in ("stopped", "disabled") for s in own_cluster.status())
     assert list((own_cluster.state_dir / "pids").iterdir()) == []
     shown = cli("status", "--state-dir", str(own_cluster.state_dir))
@@ -243,7 +227,7 @@ def test_a_component_dying_at_startup_is_reported_with_its_log(tmp_path: Path) -
     assert "kube-apiserver exited during startup with exit code 3" in message
     assert "cannot start: simulated failure" in message
     # What had started (etcd) was stopped again.
-    assert processes_mentioning(str(cluster.state_dir)) == []
+    assert live_processes_with(str(cluster.state_dir)) == []
     assert all(s.state in ("stopped", "disabled") for s in cluster.status())
 
 
@@ -269,11 +253,11 @@ def test_a_killed_owner_takes_its_cluster_along(tmp_path: Path) -> None:
     try:
         assert owner.stdout is not None
         assert owner.stdout.readline() == "up\n"
-        assert processes_mentioning(str(state))
+        assert live_processes_with(str(state))
         owner.kill()  # as a timeout would: no finalizer runs
         owner.wait(timeout=10)
 
-        wait_for(lambda: not processes_mentioning(str(state)), 60, what="cluster stopped")
+        wait_for(lambda: not live_processes_with(str(state)), 60, what="cluster stopped")
         assert "is gone: stopping the cluster" in (state / "logs" / "watchdog.log").read_text()
     finally:
         owner.kill()

@@ -20,6 +20,7 @@ from kubernetes.client.exceptions import ApiException
 from pinster_devcluster import NODE_NAME, DevCluster
 
 from tests.support.kube import Kubectl
+from tests.support.procstat import live_processes_with
 from tests.support.waiting import wait_for
 
 JOB_TIMEOUT = 90
@@ -54,21 +55,6 @@ def job_condition(batch: client.BatchV1Api, namespace: str, name: str) -> Any:
 def job_pods(core: client.CoreV1Api, namespace: str, job: str) -> list[Any]:
     pods: list[Any] = core.list_namespaced_pod(namespace, label_selector=f"job-name={job}").items
     return pods
-
-
-def processes_with(marker: str) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (FileNotFoundError, ProcessLookupError, IndexError):
-            continue
-        if marker in cmdline and state not in ("Z", "X"):
-            found.append(int(entry))
-    return found
 
 
 def devcluster_cli(
@@ -183,7 +169,7 @@ def test_active_deadline_seconds_kills_a_long_runner(kube_api: Any, namespace: s
     batch.create_namespaced_job(
         namespace, job_body("slow", command, activeDeadlineSeconds=3, backoffLimit=0)
     )
-    wait_for(lambda: processes_with(marker), 60, what="the long runner started")
+    wait_for(lambda: live_processes_with(marker), 60, what="the long runner started")
 
     condition = wait_for(
         lambda: job_condition(batch, namespace, "slow"), JOB_TIMEOUT, what="job slow done"
@@ -191,7 +177,7 @@ def test_active_deadline_seconds_kills_a_long_runner(kube_api: Any, namespace: s
 
     assert condition.type == "Failed"
     assert condition.reason == "DeadlineExceeded"
-    wait_for(lambda: not processes_with(marker), 45, what="the long runner's process gone")
+    wait_for(lambda: not live_processes_with(marker), 45, what="the long runner's process gone")
 
 
 def test_deleting_a_job_garbage_collects_its_pods(kube_api: Any, namespace: str) -> None:
@@ -203,13 +189,13 @@ def test_deleting_a_job_garbage_collects_its_pods(kube_api: Any, namespace: str)
     pods = wait_for(lambda: job_pods(core, namespace, "owner"), 60, what="the job's pod")
     owners = pods[0].metadata.owner_references
     assert [(o.kind, o.name, o.controller) for o in owners] == [("Job", "owner", True)]
-    wait_for(lambda: processes_with(marker), 60, what="the pod's process")
+    wait_for(lambda: live_processes_with(marker), 60, what="the pod's process")
 
     # Background propagation: the Job goes at once, the garbage collector removes the Pods.
     batch.delete_namespaced_job("owner", namespace, propagation_policy="Background")
 
     wait_for(lambda: not job_pods(core, namespace, "owner"), 60, what="pods collected")
-    wait_for(lambda: not processes_with(marker), 45, what="the pod's process gone")
+    wait_for(lambda: not live_processes_with(marker), 45, what="the pod's process gone")
 
 
 RBAC_PROBE = textwrap.dedent(
@@ -340,10 +326,10 @@ def test_as_a_new_user_up_job_logs_down(tmp_path: Path) -> None:
             "-c",
             f"sleep 300; : {marker}",
         )
-        wait_for(lambda: processes_with(marker), 60, what="sleeper running")
+        wait_for(lambda: live_processes_with(marker), 60, what="sleeper running")
     finally:
         down = devcluster_cli("down", env=env)
     assert down.returncode == 0, down.stderr
-    assert processes_with(str(tmp_path / "state")) == []
-    assert processes_with(marker) == []
+    assert live_processes_with(str(tmp_path / "state")) == []
+    assert live_processes_with(marker) == []
     assert devcluster_cli("status", env=env).returncode == 1

@@ -15,17 +15,10 @@ from pathlib import Path
 import pytest
 from pinster_devcluster.agent._process import Process, StartError, kill_stale
 
+from tests.support.procstat import alive
 from tests.support.waiting import wait_for
 
 ENV = {"PATH": os.environ.get("PATH", os.defpath)}
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state not in ("Z", "X")
 
 
 def test_a_missing_executable_says_that_commands_run_locally(tmp_path: Path) -> None:
