@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -29,3 +30,15 @@ def wait_for(
                 f"timed out after {timeout}s waiting for {what or predicate}{detail}"
             )
         time.sleep(interval)
+
+
+async def until(
+    predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.01, what: str = ""
+) -> None:
+    """:func:`wait_for` inside a coroutine: yields to the event loop between checks, so
+    the code under test (tasks on the same loop) runs while it waits."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what or predicate}")
+        await asyncio.sleep(interval)

@@ -29,6 +29,7 @@ from tests.support.operator_units import (
     settings,
 )
 from tests.support.pinster_api import PinsterApi
+from tests.support.waiting import until
 
 NS = "ns"
 
@@ -156,14 +157,6 @@ def run(kube: FakeKube, storage: LocalStorage, api: PinsterApi, script: Any, **e
             await controller.stop()
 
     asyncio.run(main())
-
-
-async def until(predicate: Any, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < end, "condition not reached in time"
-        await asyncio.sleep(0.01)
 
 
 def phase(kube: FakeKube, name: str) -> str | None:

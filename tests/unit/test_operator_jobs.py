@@ -12,6 +12,7 @@ from pinster_operator._jobs import job_name, member_token, termination_message, 
 
 from pinster_images.resource import Stage
 from tests.support.operator_units import settings
+from tests.support.waiting import until
 
 REFS = [UploadRef("ns", f"img-{i}", f"uid-{i}") for i in range(3)]
 
@@ -183,12 +184,8 @@ def test_batcher_groups_by_window_and_size() -> None:
     async def flush(namespace: str, stage: Stage, group: list[UploadRef]) -> None:
         flushed.append((namespace, stage, [r.name for r in group]))
 
-    async def until(count: int) -> None:
-        for _ in range(300):
-            if len(flushed) >= count:
-                return
-            await asyncio.sleep(0.01)
-        raise AssertionError(f"only {flushed}")
+    async def flushes(count: int) -> None:
+        await until(lambda: len(flushed) >= count, timeout=3, what=f"{count} flushes")
 
     async def scenario() -> None:
         batcher = Batcher(window=0.2, max_size=3, flush=flush)
@@ -196,21 +193,21 @@ def test_batcher_groups_by_window_and_size() -> None:
         for i in range(4):
             batcher.add(Stage.MODERATION, UploadRef("a", f"m{i}", str(i)))
         batcher.add(Stage.MODERATION, UploadRef("a", "m0", "0"))  # in flight: ignored
-        await until(1)  # the full batch starts at once
+        await flushes(1)  # the full batch starts at once
         assert flushed[0] == ("a", Stage.MODERATION, ["m0", "m1", "m2"])
         # Quiet keys start at once, with whatever arrived in the same loop turn.
         batcher.add(Stage.THUMBNAIL, UploadRef("a", "t0", "t"))
         batcher.add(Stage.THUMBNAIL, UploadRef("a", "t1", "t"))
         batcher.add(Stage.MODERATION, UploadRef("b", "x0", "x"))
         started = loop.time()
-        await until(3)
+        await flushes(3)
         assert loop.time() - started < 0.15
         assert sorted(flushed[1:3]) == [
             ("a", Stage.THUMBNAIL, ["t0", "t1"]),
             ("b", Stage.MODERATION, ["x0"]),
         ]
         # m3 came right after a Job started for (a, moderation): it waits for the window.
-        await until(4)
+        await flushes(4)
         assert flushed[3] == ("a", Stage.MODERATION, ["m3"])
         assert loop.time() - started > 0.1
         await batcher.close()
