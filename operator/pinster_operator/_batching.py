@@ -74,9 +74,6 @@ class Batcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_start: dict[tuple[str, Stage], float] = {}
 
-    def __contains__(self, item: tuple[str, str, Stage]) -> bool:
-        return item in self._members
-
     def add(self, stage: Stage, ref: UploadRef) -> None:
         """Must be called on the event loop."""
         member = (ref.namespace, ref.name, stage)

@@ -497,7 +497,7 @@ class Controller:
             o
             for o in self.kube.uploads_with_md5(spec.md5)
             if o["metadata"].get("uid") != obj["metadata"].get("uid")
-            and not Phase((o.get("status") or {}).get("phase") or "Pending").terminal
+            and not (phase_of(o.get("status") or {}) or Phase.PENDING).terminal
         ]
         if others:
             # Same bytes still being processed for another imageable: keep them.

@@ -228,10 +228,6 @@ def is_finished(job: dict[str, Any]) -> bool:
     return bool(_condition(job, "Complete") or _condition(job, "Failed"))
 
 
-def is_failed(job: dict[str, Any]) -> bool:
-    return _condition(job, "Failed") is not None
-
-
 def job_state(job: dict[str, Any] | None, name: str, termination: str = "") -> JobState:
     """Running, succeeded or failed (with the Job's reason and the pods' last words)."""
     if job is None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -32,6 +31,7 @@ from pinster_images.resource import (
     PLURAL,
     VERSION,
     Stage,
+    now_rfc3339,
 )
 
 COMPONENT = "pinster-operator"
@@ -210,7 +210,7 @@ class Kube:
 
     def event(self, obj: dict[str, Any], type_: str, reason: str, message: str) -> None:
         meta = obj["metadata"]
-        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        stamp = now_rfc3339()
         body = {
             "apiVersion": "v1",
             "kind": "Event",

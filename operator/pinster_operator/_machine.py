@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from pinster_images.resource import Phase, Stage
+from pinster_images.resource import Phase, Stage, rfc3339
 from pinster_images.results import StageResult
 from pinster_operator._jobs import JobState
 from pinster_operator._notify import backoff_delay
@@ -33,7 +33,6 @@ from pinster_operator._status import (
     initial,
     parse_time,
     phase_of,
-    rfc3339,
     verdict_summary,
 )
 

@@ -230,7 +230,7 @@ class OperatorSettings:
             namespaces=env_list(env, "PINSTER_WATCH_NAMESPACES"),
             workers=env_int(env, "PINSTER_WORKERS", 8, minimum=1),
             poll_interval=env_float(env, "PINSTER_POLL_INTERVAL", 10.0, minimum=0.1),
-            host=env_optional(env, "PINSTER_OPERATOR_HOST") or "0.0.0.0",  # noqa: S104
+            host=env_str(env, "PINSTER_OPERATOR_HOST", "0.0.0.0"),  # noqa: S104
             health_port=env_int(env, "PINSTER_HEALTH_PORT", 8080, minimum=0),
             metrics_port=env_int(env, "PINSTER_METRICS_PORT", 9090, minimum=0),
             log_level=env_choice(

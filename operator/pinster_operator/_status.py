@@ -8,10 +8,10 @@ it came from and written only when something changed.
 from __future__ import annotations
 
 import copy
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from pinster_images.resource import Condition, ConditionType, Phase, set_condition
+from pinster_images.resource import Condition, ConditionType, Phase, rfc3339, set_condition
 
 Status = dict[str, Any]
 
@@ -19,10 +19,6 @@ Status = dict[str, Any]
 NOTIFICATION = "notification"
 
 C = ConditionType
-
-
-def rfc3339(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_time(value: str | None) -> datetime | None:

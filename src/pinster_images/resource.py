@@ -78,8 +78,13 @@ def upload_name(md5: str, imageable_type: str, imageable_id: str) -> str:
     return f"img-{md5}-{imageable}"
 
 
+def rfc3339(moment: datetime) -> str:
+    """The timestamp format of Kubernetes objects (UTC, whole seconds)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def now_rfc3339() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return rfc3339(datetime.now(UTC))
 
 
 @dataclass(frozen=True)
