@@ -6,7 +6,9 @@ figures against pyvips):
 1. the header is sniffed first, so a bomb or an over-limit image is refused before a
    decoder allocates anything (same limits as the upload service);
 2. JPEGs decode with shrink-on-load (``Image.draft``: libjpeg's DCT scaling by 1/2, 1/4
-   or 1/8) straight to the smallest scale still covering the largest thumbnail;
+   or 1/8) straight to the smallest scale still covering the largest thumbnail; opaque,
+   non-animated WebPs likewise (libwebp's scaled decode), and PNGs inflate with ISA-L
+   (see ``_decode``);
 3. each further shrink is an integer box ``reduce`` while the factor is at least the
    reducing gap, then one bicubic resize for the residual (sub-pixel exact: the area a
    partial last block covers is carried through, as Pillow's ``reducing_gap`` does);
@@ -30,7 +32,8 @@ from PIL import Image, ImageCms
 
 from pinster_images.config import parse_size
 from pinster_images.errors import PermanentError
-from pinster_images.sniff import GIF, JPEG, ImageInfo, ImageLimits, sniff
+from pinster_images.sniff import GIF, JPEG, PNG, WEBP, ImageInfo, ImageLimits, sniff
+from pinster_jobs._decode import load_png, load_webp
 from pinster_jobs._metadata import exif_orientation
 from pinster_jobs._settings import ThumbnailSettings
 
@@ -169,6 +172,13 @@ def _to_srgb(im: Image.Image, icc: bytes | None) -> Image.Image:
     return base
 
 
+def _resampling(size: tuple[int, int]) -> tuple[Image.Resampling, float]:
+    """The filter and reducing gap for an output of ``size`` (see ``FINE_PIXELS``)."""
+    if size[0] * size[1] <= FINE_PIXELS:
+        return Image.Resampling.LANCZOS, FINE_GAP
+    return _RESAMPLE, REDUCING_GAP
+
+
 def _shrink(
     im: Image.Image, size: tuple[int, int], box: tuple[float, float, float, float] | None = None
 ) -> Image.Image:
@@ -181,9 +191,8 @@ def _shrink(
         box = full
     if im.size == size and box == full:
         return im
-    if size[0] * size[1] <= FINE_PIXELS:
-        return im.resize(size, Image.Resampling.LANCZOS, box=box, reducing_gap=FINE_GAP)
-    return im.resize(size, _RESAMPLE, box=box, reducing_gap=REDUCING_GAP)
+    resample, gap = _resampling(size)
+    return im.resize(size, resample, box=box, reducing_gap=gap)
 
 
 def flatten(im: Image.Image) -> Image.Image:
@@ -230,14 +239,19 @@ class ThumbnailEngine:
         first = plan[0]
         stored = (first.height, first.width) if source.swapped else (first.width, first.height)
         try:
-            im = Image.open(io.BytesIO(data))
+            opened = Image.open(io.BytesIO(data))
+            im: Image.Image = opened
             box: tuple[float, float, float, float] | None = None
             if source.info.content_type == JPEG:
-                drafted = im.draft(None, stored)  # shrink-on-load (DCT scaling)
+                drafted = opened.draft(None, stored)  # shrink-on-load (DCT scaling)
                 if drafted is not None:
                     box = tuple(float(side) for side in drafted[1])  # type: ignore[assignment]
             elif source.info.content_type == GIF:
-                im.seek(0)  # the first frame of an animation
+                opened.seek(0)  # the first frame of an animation
+            elif source.info.content_type == PNG:
+                im = load_png(opened, data) or opened
+            elif source.info.content_type == WEBP:
+                im = load_webp(opened, data, stored, _resampling(stored)[1]) or opened
             im.load()
             icc = im.info.get("icc_profile")
             current = _shrink(working_mode(im), stored, box)
