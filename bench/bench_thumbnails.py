@@ -6,7 +6,8 @@ For each input (12 MP JPEG, 24 MP JPEG, 12 MP PNG, 4K WebP; photo-like content m
 tests/support/images.py) it measures the CPU time (process time, all threads) to make
 the default thumbnail sizes, JPEG quality 80, metadata stripped:
 
-* ``engine``: pinster_jobs.ThumbnailEngine.render (Pillow, draft + reduce + cascade);
+* ``engine``: pinster_jobs.ThumbnailEngine.render (Pillow, draft + reduce + cascade;
+  ISA-L inflate for PNG, libwebp's scaled decode for WebP);
 * ``vips buffer``: pyvips ``thumbnail_buffer`` once per size;
 * ``vips cascade``: ``thumbnail_buffer`` for the largest size, then ``thumbnail_image``
   from it for the others (the reference the ratio is computed against).
