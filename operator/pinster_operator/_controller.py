@@ -1,10 +1,11 @@
 """The controller: a work queue of ImageUploads, each reconciled by one worker at a time.
 
-kopf's watch streams feed it (:meth:`Controller.observe` for ImageUpload events,
-:meth:`Controller.wake` when a Job finishes); a single scheduler re-queues uploads at the
-time their decision asked for (waiting for a Job, a notification backoff, a retention or
-TTL deadline), so no per-object timer task exists. A reconcile gathers facts, asks the
-pure state machine (:mod:`._machine`) what to do, does it, and writes the status.
+Inputs: the watch streams (:mod:`._stream`, through :meth:`Controller.feed`): every
+ImageUpload event goes to :meth:`Controller.observe`, a Job's end to
+:meth:`Controller.job_event`. A single scheduler re-queues uploads at the time their
+decision asked for (waiting for a Job, a notification backoff, a retention or TTL
+deadline), so no per-object timer task exists. A reconcile gathers facts, asks the pure
+state machine (:mod:`._machine`) what to do, does it, and writes the status.
 """
 
 from __future__ import annotations
@@ -13,10 +14,14 @@ import asyncio
 import contextlib
 import heapq
 import logging
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import requests
 
 from pinster_images import logs, results
 from pinster_images.errors import PermanentError, PinsterError
@@ -25,7 +30,15 @@ from pinster_images.storage import RAW_PREFIX, Area, Storage, raw_key
 from pinster_operator import _notify
 from pinster_operator._batching import Batcher, plan
 from pinster_operator._errors import classify
-from pinster_operator._jobs import JobState, UploadRef, build_job, job_state, termination_message
+from pinster_operator._jobs import (
+    JobState,
+    UploadRef,
+    build_job,
+    is_finished,
+    job_state,
+    termination_message,
+    uploads_of,
+)
 from pinster_operator._kube import Kube
 from pinster_operator._machine import (
     Action,
@@ -40,7 +53,7 @@ from pinster_operator._machine import (
 )
 from pinster_operator._metrics import Metrics
 from pinster_operator._settings import OperatorSettings
-from pinster_operator._status import phase_of
+from pinster_operator._status import entered_at, phase_of
 
 logger = logging.getLogger("pinster_operator")
 
@@ -83,6 +96,7 @@ class Controller:
         self._wakeup = asyncio.Event()
         self._assigned: dict[tuple[str, str, Stage], str] = {}
         self._sent: dict[str, _Sent] = {}
+        self._sessions = threading.local()
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self.batcher = Batcher(
@@ -121,6 +135,33 @@ class Controller:
             return
         self._bodies[key] = _slim(body)
         self.enqueue(key)
+
+    def job_event(self, event_type: str | None, job: dict[str, Any]) -> None:
+        """A Job of ours changed: when it has finished or is gone, its uploads are due."""
+        if event_type == "DELETED" or is_finished(job):
+            self.wake(job["metadata"]["namespace"], uploads_of(job))
+
+    def feed(
+        self,
+        handle: Callable[[str | None, dict[str, Any]], None],
+        batch: list[tuple[str | None, dict[str, Any]]],
+        wait: bool,
+    ) -> None:
+        """Hands events a stream read in its own thread to ``handle`` (:meth:`observe`,
+        :meth:`job_event`) in the event loop. ``wait``: return once the loop has taken
+        them (a list page at a time in memory)."""
+        assert self._loop is not None
+        taken = threading.Event()
+
+        def take() -> None:
+            for event_type, body in batch:
+                handle(event_type, body)
+            taken.set()
+
+        self._loop.call_soon_threadsafe(take)
+        while wait and not taken.wait(1.0):
+            if self._loop.is_closed():
+                return
 
     def _settled(self, key: Key, body: dict[str, Any]) -> bool:
         """Fast path for terminal uploads (most of them, most of the time): only a
@@ -350,11 +391,13 @@ class Controller:
         acted = self._act(obj, facts, decision)
         if acted is None:
             return None
+        # A notification acted on a new status (entering Notifying): announce that too.
+        passed = decision.status if acted is not decision else None
         decision = acted
         if decision.job_failed and stage is not None:
             self.metrics.jobs_failed.labels(stage.value).inc()
         if decision.status != status:
-            self._write(obj, status, decision.status, now)
+            self._write(obj, status, decision.status, now, passed=passed)
             if assigned is not None and stage is not None:
                 self._assigned.pop((namespace, name, stage), None)
         else:
@@ -386,8 +429,9 @@ class Controller:
             self._loop.call_soon_threadsafe(self.batcher.add, decision.stage, ref)
             return decision
         if decision.action == Action.NOTIFY:
-            outcome = self._notify(obj, facts.status)
-            return after_notify(replace(facts, now=datetime.now(UTC)), self.settings, outcome)
+            outcome = self._notify(obj, decision.status)
+            notified = replace(facts, status=decision.status, now=datetime.now(UTC))
+            return after_notify(notified, self.settings, outcome)
         if decision.action == Action.DELETE_RAW:
             return self._delete_raw(obj, facts)
         if decision.action == Action.DELETE_UPLOAD:
@@ -409,20 +453,39 @@ class Controller:
         return job_state(job, name, said)
 
     def _write(
-        self, obj: dict[str, Any], old: dict[str, Any], new: dict[str, Any], now: datetime
+        self,
+        obj: dict[str, Any],
+        old: dict[str, Any],
+        new: dict[str, Any],
+        now: datetime,
+        *,
+        passed: dict[str, Any] | None = None,
     ) -> None:
+        """Write ``new``; ``passed`` is a status between ``old`` and ``new`` that was
+        acted on but not written (Notifying, when the notification went out at once)."""
         meta = obj["metadata"]
         key = (meta["namespace"], meta["name"])
         updated = self.kube.replace_status(obj, new)
         version = str(updated.get("metadata", {}).get("resourceVersion") or "")
         if version.isdigit():
             self._written[key] = int(version)
-        # The next reconcile starts from what the API server answered: no GET needed.
-        self._bodies[key] = _slim(updated)
+        if Phase(new["phase"]).terminal:
+            # Only a deadline is left (see _settled): keep no body until then.
+            self._bodies.pop(key, None)
+        else:
+            # The next reconcile starts from what the API server answered: no GET needed.
+            self._bodies[key] = _slim(updated)
         self.metrics.observe(key, new.get("phase"))
-        if old.get("phase") != new.get("phase"):
-            self.metrics.transition(old, new, now)
-            self._announce(obj, new)
+        previous = old
+        for step in (passed, new):
+            if step is not None and step.get("phase") != previous.get("phase"):
+                self.metrics.transition(
+                    previous, step, entered_at(step, Phase(step["phase"])) or now
+                )
+                # An Event per transition; the first visit's Pending is not one.
+                if previous.get("phase"):
+                    self._announce(obj, step)
+                previous = step
         if Phase(new["phase"]).terminal:
             self._sent.pop(str(meta.get("uid")), None)
 
@@ -447,6 +510,14 @@ class Controller:
 
     # --- side effects ---
 
+    def _http(self) -> requests.Session:
+        """The worker thread's keep-alive session to PinsterApi (a new connection per
+        POST cost a handshake every time)."""
+        session: requests.Session | None = getattr(self._sessions, "session", None)
+        if session is None:
+            session = self._sessions.session = _notify.new_session(self.settings.notify)
+        return session
+
     def _notify(self, obj: dict[str, Any], status: dict[str, Any]) -> NotifyOutcome:
         meta = obj["metadata"]
         name = meta["name"]
@@ -455,16 +526,19 @@ class Controller:
         recorded = status.get("notification") or {}
         settings = self.settings.notify
         log = logs.for_upload(logger, meta["namespace"], name)
+
+        def post(path: str, body: dict[str, Any]) -> None:
+            _notify.post(
+                settings, path, body, spec=spec, idempotency_key=name, session=self._http()
+            )
+
         kind = "approved"
         try:
             if is_rejected(status):
                 verdict = status.get("verdict") or {}
                 if not (sent.flagged or recorded.get("flaggedSentAt")):
                     kind = "flagged"
-                    body = _notify.flagged_body(spec, name, verdict)
-                    _notify.post(
-                        settings, settings.flagged_path, body, spec=spec, idempotency_key=name
-                    )
+                    post(settings.flagged_path, _notify.flagged_body(spec, name, verdict))
                     sent.flagged = True
                     self.metrics.notifications.labels(kind, "sent").inc()
                 if settings.sns_topic_arn and not (sent.sns or recorded.get("snsMessageId")):
@@ -476,7 +550,7 @@ class Controller:
             elif not sent.approved:
                 published = status.get("published") or {}
                 body = _notify.approved_body(spec, self.storage.public_url(spec.md5), published)
-                _notify.post(settings, _notify.IMAGES_PATH, body, spec=spec, idempotency_key=name)
+                post(_notify.IMAGES_PATH, body)
                 sent.approved = True
                 self.metrics.notifications.labels(kind, "sent").inc()
         except PinsterError as exc:

@@ -11,9 +11,8 @@ comes back after ``requeue_after``. Nothing here does I/O, so every rule is unit
 
 from __future__ import annotations
 
-import copy
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -41,7 +40,10 @@ class Action(enum.Enum):
     NONE = "none"
     #: Give the upload to the batcher for a Job of ``Decision.stage``.
     ENQUEUE = "enqueue"
-    #: Send what is still unsent (approval POST, or flagged notice and SNS).
+    #: Send what is still unsent (approval POST, or flagged notice and SNS) for the
+    #: decision's status, then write what :func:`after_notify` makes of it. A stage
+    #: result that enters Notifying asks for it at once: the upload passes through
+    #: Notifying (history, Event) with one status write instead of two.
     NOTIFY = "notify"
     DELETE_RAW = "delete-raw"
     DELETE_UPLOAD = "delete-upload"
@@ -102,11 +104,13 @@ def stage_of(phase: Phase | None) -> Stage | None:
 
 
 def _sub(status: Status, key: str) -> dict[str, Any]:
+    """``status[key]`` as a fresh dict to change in place. Statuses are copied at the
+    top level only (``dict(status)``), and every nested change goes through here, so
+    the status a decision started from is never changed."""
     value = status.get(key)
-    if not isinstance(value, dict):
-        value = {}
-        status[key] = value
-    return value
+    fresh = dict(value) if isinstance(value, dict) else {}
+    status[key] = fresh
+    return fresh
 
 
 def decide(f: Facts, s: OperatorSettings) -> Decision:
@@ -116,8 +120,13 @@ def decide(f: Facts, s: OperatorSettings) -> Decision:
             return _redrive(f)
         return Decision(f.status, clear_retry=True)
     if phase is None:
+        # Straight to the batcher: the moderation Job's window starts with the first visit.
         return Decision(
-            initial(generation=f.generation, now=f.now), clear_results=tuple(Stage), requeue_after=0
+            initial(generation=f.generation, now=f.now),
+            Action.ENQUEUE,
+            Stage.MODERATION,
+            clear_results=tuple(Stage),
+            requeue_after=s.poll_interval,
         )
     stage = stage_of(phase)
     if stage is not None:
@@ -132,14 +141,14 @@ def decide(f: Facts, s: OperatorSettings) -> Decision:
 
 def _stage_step(f: Facts, s: OperatorSettings, stage: Stage) -> Decision:
     if f.result is not None and f.result.stage == stage:
-        return _apply_result(f, stage, f.result)
+        return _apply_result(f, s, stage, f.result)
     jobs = f.status.get("jobs") or {}
     current = jobs.get(stage.value)
     poll = s.poll_interval
     if current is None:
         if f.assigned_job is None:
             return Decision(f.status, Action.ENQUEUE, stage, requeue_after=poll)
-        new = copy.deepcopy(f.status)
+        new = dict(f.status)
         _sub(new, "jobs")[stage.value] = f.assigned_job
         attempts = _sub(new, "attempts")
         attempts[stage.value] = int(attempts.get(stage.value, 0)) + 1
@@ -167,7 +176,7 @@ def _stage_step(f: Facts, s: OperatorSettings, stage: Stage) -> Decision:
         reason, message = job.reason or "JobFailed", job.message or f"Job {job.name} failed"
     used = int((f.status.get("attempts") or {}).get(stage.value, 1))
     if used < s.jobs.attempts:
-        new = copy.deepcopy(f.status)
+        new = dict(f.status)
         _sub(new, "jobs").pop(stage.value, None)
         retry_message = (
             f"{message}; retrying with a new Job (attempt {used + 1} of {s.jobs.attempts})."
@@ -197,7 +206,7 @@ def _stage_step(f: Facts, s: OperatorSettings, stage: Stage) -> Decision:
     return Decision(new, requeue_after=0, job_failed=job.status != "succeeded")
 
 
-def _apply_result(f: Facts, stage: Stage, result: StageResult) -> Decision:
+def _apply_result(f: Facts, s: OperatorSettings, stage: Stage, result: StageResult) -> Decision:
     g, now = f.generation, f.now
     if result.outcome == "failed":
         new = failed(
@@ -209,7 +218,7 @@ def _apply_result(f: Facts, stage: Stage, result: StageResult) -> Decision:
             now=now,
         )
         return Decision(new, requeue_after=0)
-    new = copy.deepcopy(f.status)
+    new = dict(f.status)
     if result.job:
         _sub(new, "jobs").setdefault(stage.value, result.job)
     if stage == Stage.MODERATION:
@@ -233,7 +242,7 @@ def _apply_result(f: Facts, stage: Stage, result: StageResult) -> Decision:
                 generation=g,
                 now=now,
             )
-            return Decision(new, requeue_after=0)
+            return Decision(new, Action.NOTIFY)
         new = enter(new, Phase.THUMBNAILING, generation=g, now=now)
         new = conditions(
             new,
@@ -245,7 +254,7 @@ def _apply_result(f: Facts, stage: Stage, result: StageResult) -> Decision:
             generation=g,
             now=now,
         )
-        return Decision(new, requeue_after=0)
+        return Decision(new, Action.ENQUEUE, Stage.THUMBNAIL, requeue_after=s.poll_interval)
     published = dict(result.data)
     new["published"] = published
     count = int(published.get("thumbnailCount", len(published.get("thumbnails") or [])))
@@ -265,7 +274,7 @@ def _apply_result(f: Facts, stage: Stage, result: StageResult) -> Decision:
         generation=g,
         now=now,
     )
-    return Decision(new, requeue_after=0)
+    return Decision(new, Action.NOTIFY)
 
 
 # --- notification -------------------------------------------------------------------
@@ -285,7 +294,7 @@ def notification_done(status: Status, s: OperatorSettings) -> bool:
 
 def _notify_step(f: Facts, s: OperatorSettings) -> Decision:
     if notification_done(f.status, s):
-        return _finish(copy.deepcopy(f.status), f)
+        return _finish(dict(f.status), f, s)
     next_at = parse_time((f.status.get("notification") or {}).get("nextAttemptAt"))
     if next_at is not None and f.now < next_at:
         return Decision(f.status, requeue_after=(next_at - f.now).total_seconds())
@@ -295,7 +304,7 @@ def _notify_step(f: Facts, s: OperatorSettings) -> Decision:
 def after_notify(f: Facts, s: OperatorSettings, outcome: NotifyOutcome) -> Decision:
     """The status after one notification round."""
     g, now = f.generation, f.now
-    new = copy.deepcopy(f.status)
+    new = dict(f.status)
     sent = _sub(new, "notification")
     if outcome.sent:
         sent["sentAt"] = rfc3339(now)
@@ -308,7 +317,7 @@ def after_notify(f: Facts, s: OperatorSettings, outcome: NotifyOutcome) -> Decis
     if outcome.error is None:
         sent.pop("nextAttemptAt", None)
         sent.pop("lastError", None)
-        return _finish(new, f)
+        return _finish(new, f, s)
     sent["lastError"] = outcome.error[:1024]
     started = entered_at(f.status, Phase.NOTIFYING) or now
     delay = backoff_delay(
@@ -351,7 +360,7 @@ def after_notify(f: Facts, s: OperatorSettings, outcome: NotifyOutcome) -> Decis
     return Decision(new, requeue_after=delay, note=("Warning", "NotificationRetrying", message))
 
 
-def _finish(new: Status, f: Facts) -> Decision:
+def _finish(new: Status, f: Facts, s: OperatorSettings) -> Decision:
     g, now = f.generation, f.now
     sent = new.get("notification") or {}
     if is_rejected(new):
@@ -371,7 +380,7 @@ def _finish(new: Status, f: Facts) -> Decision:
             generation=g,
             now=now,
         )
-        return Decision(new, requeue_after=0)
+        return Decision(new, requeue_after=_first_deadline(new, f, s))
     new = enter(new, Phase.READY, generation=g, now=now)
     new = conditions(
         new,
@@ -386,7 +395,16 @@ def _finish(new: Status, f: Facts) -> Decision:
         generation=g,
         now=now,
     )
-    return Decision(new, requeue_after=0)
+    return Decision(new, requeue_after=_first_deadline(new, f, s))
+
+
+def _first_deadline(new: Status, f: Facts, s: OperatorSettings) -> float:
+    """Seconds until a just-finished upload's first deadline (raw retention or TTL), so
+    no reconcile in between is needed to find it."""
+    then = _terminal_step(replace(f, status=new), s, Phase(new["phase"]))
+    if then.action != Action.NONE or then.requeue_after is None:
+        return 0.0
+    return then.requeue_after
 
 
 # --- terminal: retention and clean-up --------------------------------------------------
@@ -414,7 +432,7 @@ def _terminal_step(f: Facts, s: OperatorSettings, phase: Phase) -> Decision:
 
 
 def raw_deleted(status: Status, now: datetime) -> Status:
-    new = copy.deepcopy(status)
+    new = dict(status)
     new["rawDeletedAt"] = rfc3339(now)
     return new
 
@@ -424,7 +442,7 @@ def raw_deleted(status: Status, now: datetime) -> Status:
 
 def _redrive(f: Facts) -> Decision:
     g, now = f.generation, f.now
-    new = copy.deepcopy(f.status)
+    new = dict(f.status)
     stage = str(new.pop("failedStage", "moderation"))
     attempts = _sub(new, "attempts")
     attempts[stage] = 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -132,6 +133,21 @@ def classify_status(status: int) -> str:
     if status in (408, 425, 429) or status >= 500:
         return "temporary"
     return "permanent"
+
+
+def new_session(settings: NotifySettings) -> requests.Session:
+    """A keep-alive session to PinsterApi that reads the environment once: proxies for
+    the API's URL (``NO_PROXY`` honoured) and the CA bundle (``REQUESTS_CA_BUNDLE``,
+    ``CURL_CA_BUNDLE``). By default requests redoes that, and a ``.netrc`` lookup, on
+    every call. Not thread-safe: one per thread."""
+    session = requests.Session()
+    session.trust_env = False
+    proxies = requests.utils.get_environ_proxies(settings.api_url)  # {} when NO_PROXY says
+    session.proxies = {scheme: url for scheme, url in proxies.items() if scheme != "no"}
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if bundle:
+        session.verify = bundle
+    return session
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,13 @@
 """Pure helpers that build the ImageUpload status: phases, history and conditions.
 
 The status is a plain dict shaped like the CRD (camelCase). Functions here never mutate
-their argument: they return a new dict, so a decision can be compared with the status
-it came from and written only when something changed.
+their argument: they return a new dict (a top-level copy whose changed values are new
+objects, nested ones never changed in place), so a decision can be compared with the
+status it came from and written only when something changed.
 """
 
 from __future__ import annotations
 
-import copy
 from datetime import datetime
 from typing import Any
 
@@ -48,7 +48,7 @@ def conditions(
     now: datetime,
 ) -> Status:
     """Merge ``{type: (status, reason, message)}`` into the conditions."""
-    result = copy.deepcopy(status)
+    result = dict(status)
     merged: list[dict[str, Any]] = list(result.get("conditions") or [])
     for type_, (value, reason, message) in updates.items():
         merged = set_condition(
@@ -72,7 +72,7 @@ def conditions(
 
 def enter(status: Status, phase: Phase, *, generation: int, now: datetime) -> Status:
     """Move to ``phase``, appending to the phase history when it actually changes."""
-    result = copy.deepcopy(status)
+    result = dict(status)
     if result.get("phase") != phase:
         history = list(result.get("phaseHistory") or [])
         history.append({"phase": phase.value, "enteredAt": rfc3339(now)})

@@ -12,6 +12,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from pinster_images.errors import NotFoundError
 from pinster_images.resource import Stage, now_rfc3339
 from pinster_images.storage import Area, Storage
 
@@ -66,9 +67,11 @@ def write(storage: Storage, result: StageResult) -> None:
 
 def read(storage: Storage, namespace: str, upload: str, stage: Stage) -> StageResult | None:
     key = result_key(namespace, upload, stage)
-    if not storage.exists(Area.UPLOAD, key):
+    try:  # one GET, not a HEAD first: the operator reads results on every reconcile
+        stored = storage.get(Area.UPLOAD, key)
+    except NotFoundError:
         return None
-    return StageResult.from_json(storage.get(Area.UPLOAD, key).data)
+    return StageResult.from_json(stored.data)
 
 
 def delete(storage: Storage, namespace: str, upload: str) -> None:

@@ -46,6 +46,7 @@ class PinsterApi:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
+    _peers: set[tuple[str, int]] = field(default_factory=set)
 
     # -- queries --
 
@@ -57,12 +58,20 @@ class PinsterApi:
         with self._lock:
             return [r for r in self.requests if path is None or r.path == path]
 
+    @property
+    def connections(self) -> int:
+        """TCP connections the requests came over."""
+        with self._lock:
+            return len(self._peers)
+
     # -- server --
 
     def start(self) -> PinsterApi:
         api = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as a real API server
+
             def log_message(self, format: str, *args: Any) -> None:  # quiet
                 return
 
@@ -110,6 +119,7 @@ class PinsterApi:
             body = raw.decode(errors="replace")
         claims, error = self._verify(headers)
         with self._lock:
+            self._peers.add(handler.client_address)
             failing = sum(1 for r in self.requests if r.status == self.fail_status)
             if error is not None:
                 status = 401

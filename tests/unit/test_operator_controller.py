@@ -44,6 +44,7 @@ class FakeKube:
         self.versions = itertools.count(1)
         self.conflict_next_write = False
         self.gets = 0
+        self.writes: dict[str, int] = {}
 
     def add_upload(self, name: str, md5: str) -> None:
         spec = ImageUploadSpec(
@@ -78,6 +79,8 @@ class FakeKube:
             raise ApiException(status=409, reason="Conflict")
         current["status"] = copy.deepcopy(status)
         current["metadata"]["resourceVersion"] = str(next(self.versions))
+        name = obj["metadata"]["name"]
+        self.writes[name] = self.writes.get(name, 0) + 1
         return copy.deepcopy(current)
 
     def remove_annotation(self, namespace: str, name: str, key: str) -> None:
@@ -224,7 +227,10 @@ def test_batch_of_uploads_to_ready_with_one_post_each(tmp_path: Path, api: Pinst
     ]
     assert accepted[0].body["data"]["storage_location_uri"].startswith("http://cdn.test/")
     reasons = [e[2] for e in kube.events if e[0] == "img-0"]
-    assert reasons == ["Pending", "Moderating", "Thumbnailing", "Notifying", "Ready"]
+    assert reasons == ["Moderating", "Thumbnailing", "Notifying", "Ready"]
+    # Pending, Moderating, Thumbnailing, its Job, then Ready: Notifying is passed
+    # through in the write that records the thumbnails, as the POST went out at once.
+    assert set(kube.writes.values()) == {5}
     # Each reconcile starts from the watch event or the answer to our own write; only
     # the decision retaken after the 409 reads the upload again.
     assert kube.gets == 1

@@ -1,37 +1,18 @@
-"""kopf configuration: the lighter diff-base gives kopf exactly the essence it builds."""
+"""What kopf starts: a stream per kind and namespace; what a Job event does to uploads."""
 
 from __future__ import annotations
 
 import copy
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
-import kopf
-from pinster_operator._handlers import DiffBaseStorage
+from pinster_operator import Controller
+from pinster_operator._handlers import streams_of
+from pinster_operator._stream import JOBS, UPLOADS
 
-from pinster_images.resource import GROUP
-
-UPLOAD: dict[str, Any] = {
-    "apiVersion": "images.pinster.io/v1alpha1",
-    "kind": "ImageUpload",
-    "metadata": {
-        "name": "u",
-        "namespace": "ns",
-        "uid": "uid-u",
-        "resourceVersion": "42",
-        "generation": 1,
-        "labels": {"images.pinster.io/md5": "0" * 32},
-        "annotations": {
-            "images.pinster.io/retry": "1",
-            f"{GROUP}/last-handled-configuration": '{"spec": {}}',
-            "kopf.zalando.org/last-handled-configuration": "{}",
-            "kubectl.kubernetes.io/last-applied-configuration": "{}",
-            "note": "kept",
-        },
-        "managedFields": [{"manager": "x", "fieldsV1": {"f:status": {"f:phase": {}}}}],
-    },
-    "spec": {"md5": "0" * 32, "uploader": {"userId": "u"}, "thumbnailSizes": ["512x512"]},
-    "status": {"phase": "Moderating", "conditions": [{"type": "Ready", "status": "False"}]},
-}
+from pinster_images.storage import LocalStorage
+from tests.support.operator_units import settings
 
 JOB: dict[str, Any] = {
     "apiVersion": "batch/v1",
@@ -39,41 +20,43 @@ JOB: dict[str, Any] = {
     "metadata": {
         "name": "pinster-mod-1",
         "namespace": "ns",
-        "ownerReferences": [{"kind": "ImageUpload", "name": "u", "uid": "uid-u"}],
+        "annotations": {"images.pinster.io/uploads": '["u1", "u2"]'},
         "labels": {"app.kubernetes.io/part-of": "pinster-images"},
     },
-    "spec": {"template": {"spec": {"containers": [{"name": "job"}]}}},
     "status": {"active": 1},
 }
 
 
-def _storages() -> tuple[kopf.DiffBaseStorage, kopf.DiffBaseStorage]:
-    key = "last-handled-configuration"
-    return (
-        kopf.AnnotationsDiffBaseStorage(prefix=GROUP, key=key),
-        DiffBaseStorage(prefix=GROUP, key=key),
-    )
+def _controller(tmp_path: Path, **env: str) -> Controller:
+    s = settings(PINSTER_STORAGE_DIR=str(tmp_path), **env)
+    kube = SimpleNamespace(api=None)  # streams only keep the client until they start
+    return Controller(s, kube=kube, storage=LocalStorage(tmp_path))  # type: ignore[arg-type]
 
 
-def test_essence_is_kopfs_own() -> None:
-    kopfs, ours = _storages()
-    for raw in (UPLOAD, JOB, {"metadata": {"name": "bare"}}, {}):
-        body = kopf.Body(copy.deepcopy(raw))  # type: ignore[arg-type]
-        assert ours.build(body=body, extra_fields=set()) == kopfs.build(body=body)
-        assert ours.build(body=body) == kopfs.build(body=body)
+def test_one_upload_and_one_job_stream_per_watched_namespace(tmp_path: Path) -> None:
+    streams = streams_of(_controller(tmp_path, PINSTER_WATCH_NAMESPACES="a,b"))
+    assert [(s.kind, s.namespace) for s in streams] == [
+        (UPLOADS, "a"),
+        (JOBS, "a"),
+        (UPLOADS, "b"),
+        (JOBS, "b"),
+    ]
+    assert [(s.kind, s.namespace) for s in streams_of(_controller(tmp_path))] == [
+        (UPLOADS, None),
+        (JOBS, None),
+    ]
+    assert JOBS.path(None) == "/apis/batch/v1/jobs"
+    assert JOBS.selector == "app.kubernetes.io/part-of=pinster-images"
 
 
-def test_extra_fields_still_see_the_status() -> None:
-    kopfs, ours = _storages()
-    body = kopf.Body(copy.deepcopy(UPLOAD))  # type: ignore[arg-type]
-    fields = {("status", "phase")}
-    assert ours.build(body=body, extra_fields=fields) == kopfs.build(body=body, extra_fields=fields)
-    assert ours.build(body=body, extra_fields=fields)["status"] == {"phase": "Moderating"}  # type: ignore[typeddict-item]
-
-
-def test_the_body_is_not_changed() -> None:
-    _, ours = _storages()
-    raw = copy.deepcopy(UPLOAD)
-    essence = ours.build(body=kopf.Body(raw))  # type: ignore[arg-type]
-    essence["metadata"]["annotations"]["note"] = "changed"  # type: ignore[typeddict-item]
-    assert raw == UPLOAD
+def test_a_job_wakes_its_uploads_when_it_ends_or_goes(tmp_path: Path) -> None:
+    controller = _controller(tmp_path)
+    woken: list[tuple[str, list[str]]] = []
+    controller.wake = lambda namespace, names: woken.append((namespace, names))  # type: ignore[method-assign]
+    controller.job_event("MODIFIED", JOB)
+    assert woken == []
+    done = copy.deepcopy(JOB)
+    done["status"] = {"conditions": [{"type": "Complete", "status": "True"}]}
+    controller.job_event(None, done)  # listed after a restart, already finished
+    controller.job_event("DELETED", JOB)
+    assert woken == [("ns", ["u1", "u2"]), ("ns", ["u1", "u2"])]

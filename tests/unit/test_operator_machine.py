@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from pinster_operator import Action, JobState, NotifyOutcome, after_notify, decide
@@ -56,6 +57,8 @@ def test_first_visit_sets_every_condition_and_pending() -> None:
     assert all(c["reason"] and c["message"] for c in d.status["conditions"])
     assert d.status["observedGeneration"] == 1
     assert set(d.clear_results) == {Stage.MODERATION, Stage.THUMBNAIL}
+    # The batcher gets it with the first write, not one reconcile later.
+    assert (d.action, d.stage, d.requeue_after) == (Action.ENQUEUE, Stage.MODERATION, 7)
 
 
 def test_pending_without_job_asks_for_one_and_polls() -> None:
@@ -86,6 +89,7 @@ def test_approved_goes_to_thumbnailing() -> None:
     assert d.status["verdict"]["decision"] == "Approved"
     assert cond(d.status, "Moderated")["status"] == "True"
     assert cond(d.status, "Moderated")["reason"] == "Approved"
+    assert (d.action, d.stage) == (Action.ENQUEUE, Stage.THUMBNAIL)
     then = decide(facts(d.status, 3), S)
     assert (then.action, then.stage) == (Action.ENQUEUE, Stage.THUMBNAIL)
 
@@ -139,6 +143,19 @@ def test_succeeded_job_without_result_counts_as_failure() -> None:
     one = settings(PINSTER_JOB_ATTEMPTS="1")
     d = decide(facts(moderating(), 9, job=JobState("pinster-mod-1", "succeeded")), one)
     assert cond(d.status, "Ready")["reason"] == "NoResult"
+
+
+def test_a_result_entering_notifying_asks_for_the_notification_at_once() -> None:
+    status = moderating()
+    rejected = decide(facts(status, 2, result=result(Stage.MODERATION, REJECTED)), S)
+    assert (rejected.status["phase"], rejected.action) == ("Notifying", Action.NOTIFY)
+    approved = decide(facts(status, 2, result=result(Stage.MODERATION, APPROVED)), S)
+    thumbnailing = decide(facts(approved.status, 3, assigned_job="pinster-thumb-1"), S).status
+    published = decide(facts(thumbnailing, 4, result=result(Stage.THUMBNAIL, PUBLISHED)), S)
+    assert (published.status["phase"], published.action) == ("Notifying", Action.NOTIFY)
+    # What the controller then writes: Notifying is in the history, Ready is the phase.
+    done = after_notify(facts(published.status, 4), S, NotifyOutcome(sent=True))
+    assert phases(done.status)[-2:] == ["Notifying", "Ready"]
 
 
 def test_thumbnails_published_then_notified_then_ready() -> None:
@@ -278,3 +295,28 @@ def test_decisions_do_not_mutate_their_input() -> None:
     decide(facts(status, 2, result=result(Stage.MODERATION, APPROVED)), S)
     after_notify(facts(status, 2), S, NotifyOutcome(error="x"))
     assert repr(status) == snapshot
+
+
+def test_no_decision_changes_the_status_it_started_from() -> None:
+    """Statuses are copied at the top level only: nested changes must not leak back."""
+    retrying = settings(PINSTER_NOTIFY_DEADLINE="30")
+    status: dict[str, Any] = {}
+    steps: list[tuple[dict[str, Any], Any]] = [
+        ({}, None),
+        ({"assigned_job": "pinster-mod-1"}, None),
+        ({"result": result(Stage.MODERATION, APPROVED)}, None),
+        ({"assigned_job": "pinster-thumb-1"}, None),
+        ({"result": result(Stage.THUMBNAIL, PUBLISHED)}, NotifyOutcome(error="x: 503")),
+        ({}, NotifyOutcome(sent=True)),
+    ]
+    for i, (observed, outcome) in enumerate(steps):
+        before = copy.deepcopy(status)
+        f = facts(status, i, **observed)
+        decided = decide(f, retrying)
+        assert status == before
+        status = decided.status
+        if outcome is not None:
+            before = copy.deepcopy(status)
+            status = after_notify(facts(status, i), retrying, outcome).status
+            assert before == decided.status
+    assert status["phase"] == "Ready"

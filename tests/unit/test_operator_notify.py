@@ -8,7 +8,14 @@ from collections.abc import Iterator
 import jwt
 import pytest
 from pinster_operator import OperatorSettings, approved_body, backoff_delay, flagged_body
-from pinster_operator._notify import IMAGES_PATH, classify_status, post, sns_message, token
+from pinster_operator._notify import (
+    IMAGES_PATH,
+    classify_status,
+    new_session,
+    post,
+    sns_message,
+    token,
+)
 
 from pinster_images import keys
 from pinster_images.config import Secret
@@ -86,6 +93,23 @@ def test_post_is_verified_by_the_stand_in(api: PinsterApi) -> None:
     assert received.body == body
     assert received.headers["idempotency-key"] == "img-1"
     assert received.claims is not None and received.claims["imageable_id"] == "42"
+
+
+def test_a_session_reads_the_environment_once_and_keeps_its_connection(
+    api: PinsterApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.test:3128")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/pinster/ca.pem")
+    remote = new_session(settings(PINSTER_API_URL="https://api.pinster.test").notify)
+    assert remote.proxies == {"https": "http://proxy.test:3128"}
+    assert remote.verify == "/etc/pinster/ca.pem"
+    s = settings(PINSTER_API_URL=api.url)
+    local = new_session(s.notify)
+    assert local.proxies == {}  # NO_PROXY
+    for name in ("img-1", "img-2"):
+        post(s.notify, IMAGES_PATH, {}, spec=spec(), idempotency_key=name, session=local)
+    assert len(api.accepted(IMAGES_PATH)) == 2 and api.connections == 1
 
 
 def test_a_wrong_key_is_refused_by_the_stand_in(api: PinsterApi) -> None:
