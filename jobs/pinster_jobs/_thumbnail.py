@@ -179,7 +179,7 @@ def _resampling(size: tuple[int, int]) -> tuple[Image.Resampling, float]:
     return _RESAMPLE, REDUCING_GAP
 
 
-def _shrink(
+def shrink(
     im: Image.Image, size: tuple[int, int], box: tuple[float, float, float, float] | None = None
 ) -> Image.Image:
     """Resize to ``size``: integer box ``reduce`` first (by at least the reducing gap), then
@@ -193,6 +193,31 @@ def _shrink(
         return im
     resample, gap = _resampling(size)
     return im.resize(size, resample, box=box, reducing_gap=gap)
+
+
+def decode_scaled(
+    data: bytes, content_type: str, target: tuple[int, int]
+) -> tuple[Image.Image, tuple[float, float, float, float] | None]:
+    """The first frame of ``data``, loaded, decoded as close to ``target`` (as stored,
+    before any EXIF rotation) as the format allows: JPEG shrinks on load (DCT scaling),
+    opaque WebP through libwebp's scaled decode, PNG inflates with ISA-L (see
+    :mod:`._decode`). Returns the image and the box of it :func:`shrink` should use
+    (after a draft whose factor does not divide the size, the last pixel is partial)."""
+    opened = Image.open(io.BytesIO(data))
+    im: Image.Image = opened
+    box: tuple[float, float, float, float] | None = None
+    if content_type == JPEG:
+        drafted = opened.draft(None, target)
+        if drafted is not None:
+            box = tuple(float(side) for side in drafted[1])  # type: ignore[assignment]
+    elif content_type == GIF:
+        opened.seek(0)  # the first frame of an animation
+    elif content_type == PNG:
+        im = load_png(opened, data) or opened
+    elif content_type == WEBP:
+        im = load_webp(opened, data, target, _resampling(target)[1]) or opened
+    im.load()
+    return im, box
 
 
 def flatten(im: Image.Image) -> Image.Image:
@@ -239,22 +264,9 @@ class ThumbnailEngine:
         first = plan[0]
         stored = (first.height, first.width) if source.swapped else (first.width, first.height)
         try:
-            opened = Image.open(io.BytesIO(data))
-            im: Image.Image = opened
-            box: tuple[float, float, float, float] | None = None
-            if source.info.content_type == JPEG:
-                drafted = opened.draft(None, stored)  # shrink-on-load (DCT scaling)
-                if drafted is not None:
-                    box = tuple(float(side) for side in drafted[1])  # type: ignore[assignment]
-            elif source.info.content_type == GIF:
-                opened.seek(0)  # the first frame of an animation
-            elif source.info.content_type == PNG:
-                im = load_png(opened, data) or opened
-            elif source.info.content_type == WEBP:
-                im = load_webp(opened, data, stored, _resampling(stored)[1]) or opened
-            im.load()
+            im, box = decode_scaled(data, source.info.content_type, stored)
             icc = im.info.get("icc_profile")
-            current = _shrink(working_mode(im), stored, box)
+            current = shrink(working_mode(im), stored, box)
         except Image.DecompressionBombError as exc:
             raise PermanentError(str(exc), reason="TooManyPixels") from exc
         except DECODE_ERRORS as exc:
@@ -265,7 +277,7 @@ class ThumbnailEngine:
         current.info = {}  # nothing of the source's metadata travels into thumbnails
         renditions: list[Rendition] = []
         for geometry in plan:
-            current = _shrink(current, (geometry.width, geometry.height))
+            current = shrink(current, (geometry.width, geometry.height))
             renditions += self._encode(current, geometry)
         return renditions
 

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 from pinster_jobs._decode import _libwebp, load_png, load_webp
+from pinster_jobs._rescale import decode_within
 
+from pinster_images.sniff import ImageLimits, sniff
 from tests.support import images
 
 
@@ -129,7 +131,7 @@ def test_webp_at_full_size_is_pillows_picture(lossless: bool) -> None:
     [
         ((150, 101), 1.0, (150, 102)),  # factor 2.0 -> 1/2 (203 / 2 rounds up)
         ((100, 67), 1.0, (100, 68)),  # factor 3.01 -> 1/3, bicubic residual left
-        ((40, 27), 3.0, (150, 102)),  # small output: the gentle gap 3, as _shrink uses
+        ((40, 27), 3.0, (150, 102)),  # small output: the gentle gap 3, as shrink uses
         ((200, 135), 1.0, (301, 203)),  # factor 1.5: nothing to reduce on load
     ],
 )
@@ -163,3 +165,15 @@ def test_truncated_webp_is_an_os_error() -> None:
     data = images.save(PHOTO, "WEBP", quality=90)
     with pytest.raises(OSError, match="libwebp: not enough data"):
         load_webp(opened(data), data[: len(data) // 2], (100, 67), 1.0)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP", "JPEG"])
+def test_moderation_copies_decode_scaled_too(fmt: str) -> None:
+    """decode_within (the copies sent to the moderation backends) goes through the same
+    scaled decoders: the exact fitted size, the same picture as a fair resize."""
+    data = images.save(PHOTO, fmt, **({"quality": 95} if fmt != "PNG" else {}))
+    info = sniff(data, ImageLimits())
+    ours = decode_within(data, info, 100)
+    assert (ours.mode, ours.size) == ("RGB", (100, 67))
+    fair = pillow(data).convert("RGB").resize((100, 67), Image.Resampling.LANCZOS)
+    assert psnr(ours, fair) > 30
