@@ -75,6 +75,9 @@ def _lines(response: Any) -> Iterator[bytes]:
 
 
 class Stream:
+    """One kind in one namespace (or the cluster), watched in its own thread: every
+    listed object and every event goes to ``deliver`` (see :data:`Deliver`)."""
+
     def __init__(
         self,
         api: client.ApiClient,
