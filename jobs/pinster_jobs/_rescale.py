@@ -19,6 +19,4 @@ def decode_within(data: bytes, info: ImageInfo, max_side: int) -> Image.Image:
         im = shrink(working_mode(decoded), size, box)
     except DECODE_ERRORS as exc:
         raise PermanentError(f"image cannot be decoded: {exc}", reason="CorruptImage") from exc
-    if im.mode == "CMYK":
-        im = im.convert("RGB")
-    return flatten(im)
+    return flatten(im)  # CMYK and grey become RGB there too

@@ -469,7 +469,8 @@ class Controller:
         version = str(updated.get("metadata", {}).get("resourceVersion") or "")
         if version.isdigit():
             self._written[key] = int(version)
-        if Phase(new["phase"]).terminal:
+        terminal = Phase(new["phase"]).terminal
+        if terminal:
             # Only a deadline is left (see _settled): keep no body until then.
             self._bodies.pop(key, None)
         else:
@@ -486,7 +487,7 @@ class Controller:
                 if previous.get("phase"):
                     self._announce(obj, step)
                 previous = step
-        if Phase(new["phase"]).terminal:
+        if terminal:
             self._sent.pop(str(meta.get("uid")), None)
 
     def _announce(self, obj: dict[str, Any], status: dict[str, Any]) -> None:

@@ -32,7 +32,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from pinster_images.resource import GROUP, LABEL_PART_OF, PART_OF, PLURAL, VERSION
-from pinster_operator._kube import JsonCalls
+from pinster_operator._kube import JsonCalls, _json
 
 logger = logging.getLogger("pinster_operator")
 
@@ -150,9 +150,7 @@ class Stream:
         token = ""
         while True:
             query = {"limit": self.page_size, **({"continue": token} if token else {})}
-            response = self._get(query, stream=False)
-            answer = orjson.loads(response.data)
-            response.release_conn()
+            answer = _json(self._get(query, stream=False))
             # One batch per page, delivered before the next is read: with thousands of
             # uploads the bodies never pile up in the event loop's queue.
             self.deliver([(None, item) for item in answer.get("items") or []], True)
