@@ -25,8 +25,12 @@ $(STAMP): pyproject.toml
 .PHONY: venv
 venv: $(STAMP) ## create .venv with the package and its development tools
 
+.PHONY: host-deps
+host-deps: ## install the Debian packages the node needs (runc, iptables, nftables, debootstrap, conntrack)
+	scripts/install-host-deps
+
 .PHONY: binaries
-binaries: ## build etcd, kube-*, kubectl and helm from Go modules (cached outside the repo)
+binaries: ## build the control plane, the node, helm and BuildKit from Go modules (cached outside the repo)
 	scripts/build-binaries
 
 .PHONY: lint
@@ -45,11 +49,11 @@ test-unit: venv ## unit tests only (no cluster)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
 .PHONY: test
-test: venv binaries lint ## the whole suite: lint, unit, integration and e2e against the devcluster
+test: venv host-deps binaries lint ## the whole suite: lint, unit, integration and e2e against the devcluster
 	PINSTER_BIN_DIR=$$(scripts/build-binaries | tail -n1) $(BIN)/pytest tests $(PYTEST_ARGS)
 
 .PHONY: run
-run: venv ## the embedded default: devcluster, chart, sample uploads until Ready (stays up)
+run: venv host-deps ## the embedded default: devcluster, image, chart, sample uploads until Ready (stays up)
 	scripts/run
 
 .PHONY: stop

@@ -1,7 +1,7 @@
 # Shared by scripts/run and scripts/stop (sourced, not executed).
 RUN_DIR=${PINSTER_RUN_DIR:-$ROOT/.state/run}
 mkdir -p "$RUN_DIR"
-RUN_DIR=$(cd "$RUN_DIR" && pwd)  # absolute: the node agent runs pods elsewhere
+RUN_DIR=$(cd "$RUN_DIR" && pwd)
 # The cluster's state (its ImageUploads) lives beside the stored images it describes, so
 # both are kept, or purged, together.
 export PINSTER_DEVCLUSTER_DIR=${PINSTER_DEVCLUSTER_DIR:-$RUN_DIR/devcluster}

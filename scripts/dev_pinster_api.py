@@ -3,10 +3,11 @@
 The operator's last step is a signed POST to PinsterApi; without one, uploads would wait in
 Notifying. This serves the same stand-in the tests use (tests/support/pinster_api.py: it
 verifies the RS256 JWT with the image service's public key, `iss`, `aud`, `exp`, `nbf`) on
-127.0.0.1, writes its URL to --url-file once listening, and prints one JSON line per
-request received. Runs until SIGTERM or SIGINT.
+--host (the devcluster's node address, so that the operator's Pod reaches it), writes its
+URL to --url-file once listening, and prints one JSON line per request received. Runs
+until SIGTERM or SIGINT.
 
-    python scripts/dev_pinster_api.py --public-key KEYS/image-service.pub \
+    python scripts/dev_pinster_api.py --host 10.253.0.1 --public-key KEYS/image-service.pub \
         --service-url http://pinster-images --url-file STATE/pinster-api.url
 """
 
@@ -30,6 +31,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--public-key", type=Path, required=True, help="image-service.pub")
     parser.add_argument("--service-url", required=True, help="the service's PINSTER_SERVICE_URL")
     parser.add_argument("--url-file", type=Path, required=True, help="where to write our URL")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     args = parser.parse_args(argv)
 
     stop = threading.Event()
@@ -37,7 +39,7 @@ def main(argv: list[str]) -> int:
         signal.signal(signum, lambda *_: stop.set())
 
     api = PinsterApi(public_key=args.public_key.read_bytes(), service_url=args.service_url)
-    api.start()
+    api.start(host=args.host)
     args.url_file.write_text(api.url + "\n")
     print(f"dev PinsterApi listening on {api.url}", flush=True)
     seen = 0

@@ -1,34 +1,50 @@
-"""``DevCluster``: bring the control plane up, down, and say how it is doing."""
+"""``DevCluster``: bring the cluster up, down, and say how it is doing."""
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import importlib.util
+import json
 import logging
 import os
 import shutil
-import sys
+import ssl
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pinster_devcluster import _health, _kubeconfig, _procs, paths
-from pinster_devcluster._binaries import check_bin_dir, default_bin_dir
+from pinster_devcluster import (
+    _addons,
+    _builds,
+    _health,
+    _host,
+    _kubeconfig,
+    _machine,
+    _network,
+    _objectstore,
+    _procs,
+    paths,
+)
+from pinster_devcluster._binaries import check_bin_dir, default_bin_dir, default_cache_dir
 from pinster_devcluster._components import (
-    AGENT,
-    AGENT_MODULE,
     APISERVER,
     COMPONENTS,
+    CONTAINERD,
+    CONTROL_PLANE,
     CONTROLLER_MANAGER,
     ETCD,
-    NODE_NAME,
+    KUBE_PROXY,
+    KUBELET,
+    NODE,
+    OBJECTSTORE,
+    REGISTRY,
     SCHEDULER,
-    SERVICE_IP,
     Layout,
     Ports,
 )
+from pinster_devcluster._images import BuildKit, ImageRef
+from pinster_devcluster._network import NODE_IP, NODE_NAME, SERVICE_IP
 from pinster_devcluster._pki import generate
 from pinster_devcluster._settings import DevClusterSettings
 from pinster_images.errors import PermanentError
@@ -36,6 +52,15 @@ from pinster_images.errors import PermanentError
 log = logging.getLogger(__name__)
 
 _LOG_TAIL = 20
+#: what the kubelet and CNI plugins create outside the state directory
+_HOST_DIRS = (
+    Path("/var/lib/kubelet"),
+    Path("/var/log/containers"),
+    Path("/var/log/pods"),
+    Path("/run/containerd"),
+)
+#: iptables chains of kube-proxy and the kubelet (KUBE-*) and the CNI plugins (CNI-*)
+_CHAIN_PREFIXES = ("KUBE-", "CNI-")
 
 
 class StartupError(PermanentError):
@@ -72,16 +97,9 @@ def log_tail(path: Path, lines: int = _LOG_TAIL) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def agent_available() -> bool:
-    """Whether the node agent package is installed (it is written separately)."""
-    try:
-        return importlib.util.find_spec(f"{AGENT_MODULE}.__main__") is not None
-    except ModuleNotFoundError:
-        return False
-
-
 class DevCluster:
-    """One local control plane whose files all live in ``state_dir``."""
+    """One local cluster whose files all live in ``state_dir``: a control plane, and
+    (``node=True``) a real node of this machine running Pods in containers."""
 
     def __init__(
         self,
@@ -90,15 +108,15 @@ class DevCluster:
         *,
         start_timeout: float = 120.0,
         stop_grace: float = 10.0,
-        agent: bool = True,
-        python: str = sys.executable,
+        node: bool = True,
+        cache_dir: Path | None = None,
     ) -> None:
         self.state_dir = Path(state_dir).expanduser().absolute()
         self.bin_dir = (Path(bin_dir) if bin_dir else default_bin_dir(os.environ)).absolute()
+        self.cache_dir = (cache_dir or default_cache_dir(os.environ)).absolute()
         self.start_timeout = start_timeout
         self.stop_grace = stop_grace
-        self.agent = agent
-        self.python = python
+        self.node = node
 
     @classmethod
     def from_settings(cls, settings: DevClusterSettings) -> DevCluster:
@@ -107,7 +125,8 @@ class DevCluster:
             settings.bin_dir,
             start_timeout=settings.start_timeout,
             stop_grace=settings.stop_grace,
-            agent=settings.agent,
+            node=settings.node,
+            cache_dir=settings.cache_dir,
         )
 
     # -- what callers use -----------------------------------------------------------------
@@ -126,33 +145,81 @@ class DevCluster:
 
     @property
     def server(self) -> str | None:
-        ports = Ports.load(paths.cluster_file(self.state_dir))
-        return None if ports is None else f"https://127.0.0.1:{ports.apiserver}"
+        layout = self._saved_layout()
+        return None if layout is None else layout.server
+
+    @property
+    def node_ip(self) -> str:
+        """The node's address: where Pods reach the machine (servers tests run for them
+        listen here)."""
+        return NODE_IP
+
+    @property
+    def registry(self) -> str:
+        """``host:port`` of the node's image registry (HTTPS, trusting ``ca_cert``)."""
+        layout = self._layout()
+        return layout.registry
+
+    @property
+    def s3(self) -> _objectstore.S3Endpoint:
+        """The node's object store: URL, credentials, the two buckets made at start."""
+        access, secret = _objectstore.credentials(self.state_dir)
+        return _objectstore.S3Endpoint(self._layout().objectstore_url, access, secret)
+
+    @property
+    def ca_cert(self) -> Path:
+        return paths.pki_dir(self.state_dir) / "ca.crt"
 
     def components(self) -> tuple[str, ...]:
-        """The components this cluster runs (the agent only when enabled and installed)."""
-        with_agent = self.agent and agent_available()
-        return tuple(c for c in COMPONENTS if c != AGENT or with_agent)
+        return COMPONENTS if self.node else CONTROL_PLANE
+
+    def info(self) -> dict[str, object]:
+        """What a script needs to deploy onto this cluster (``devcluster info``)."""
+        layout = self._layout()
+        info: dict[str, object] = {
+            "kubeconfig": str(self.kubeconfig),
+            "server": layout.server,
+            "ca_cert": str(self.ca_cert),
+        }
+        if layout.node:
+            s3 = self.s3
+            info |= {
+                "node_ip": NODE_IP,
+                "registry": layout.registry,
+                "s3": {
+                    "url": s3.url,
+                    "region": s3.region,
+                    "upload_bucket": s3.upload_bucket,
+                    "public_bucket": s3.public_bucket,
+                    "public_url": s3.public_url(),
+                    "access_key": s3.access_key,
+                    "secret_key": s3.secret_key,
+                },
+            }
+        return info
 
     def up(self) -> UpResult:
         started_at = time.monotonic()
-        check_bin_dir(self.bin_dir)
+        check_bin_dir(self.bin_dir, node=self.node)
         with self._lock():
+            if self.node:
+                self._claim_machine()
             states = {s.name: s.state for s in self.status()}
             running = [c for c in self.components() if states[c] == "running"]
             if len(running) == len(self.components()) and self._apiserver_ready():
                 return UpResult(time.monotonic() - started_at, True, self.kubeconfig)
             if any(state in ("running", "crashed") for state in states.values()):
                 # Half a cluster is no cluster: start again from a clean process table
-                # (etcd's data and the certificates are kept).
+                # (etcd's data, the certificates and the registry's images are kept).
                 log.info("restarting a partly running devcluster: %s", states)
                 self._stop_all()
             self._start()
         return UpResult(time.monotonic() - started_at, False, self.kubeconfig)
 
     def down(self, *, purge: bool = False) -> list[_procs.ProcessRecord]:
-        """Stop every recorded process (and what it spawned); return what was stopped.
-        ``purge`` also deletes the state directory (etcd data, certificates, logs)."""
+        """Stop every process (and what it spawned, the Pods' containers included) and
+        undo what the node changed on this machine; return the processes stopped.
+        ``purge`` also deletes the state directory (etcd data, certificates, images)."""
         with self._lock():
             stopped = self._stop_all()
         if purge and self.state_dir.exists():
@@ -168,17 +235,17 @@ class DevCluster:
 
     def status(self) -> list[ComponentStatus]:
         expected = self.components()
-        ports = Ports.load(paths.cluster_file(self.state_dir))
+        layout = self._saved_layout()
         result = []
         for name in COMPONENTS:
             record = _procs.read_record(paths.pid_file(self.state_dir, name))
             logfile = paths.component_log(self.state_dir, name)
             if record is None:
                 state = "stopped" if name in expected else "disabled"
-                detail = "" if name in expected else self._disabled_reason()
+                detail = "" if name in expected else "disabled (no node: --no-node)"
                 result.append(ComponentStatus(name, state, None, detail, logfile))
             elif _procs.is_alive(record):
-                detail = self._url(name, ports)
+                detail = self._url(name, layout)
                 if name == APISERVER:
                     detail += " (ready)" if self._apiserver_ready() else " (not ready)"
                 result.append(ComponentStatus(name, "running", record.pid, detail, logfile))
@@ -193,23 +260,43 @@ class DevCluster:
         states = {s.name: s.state for s in self.status()}
         return all(states[c] == "running" for c in self.components()) and self._apiserver_ready()
 
+    def build_image(
+        self,
+        context: Path,
+        *,
+        registry: str | None = None,
+        repository: str = _builds.PRODUCT_REPOSITORY,
+        tag: str | None = None,
+        extras: str = "",
+    ) -> ImageRef:
+        """Build the Dockerfile in ``context`` and push it to ``registry`` (default: this
+        cluster's), from the Debian base made here."""
+        layout = self._layout()
+        target = registry or layout.registry
+        cas = {layout.registry: self.ca_cert}
+        with BuildKit(self.bin_dir, self.cache_dir, registry_cas=cas) as buildkit:
+            base = _builds.base_image(buildkit, self.cache_dir, layout.registry, self.ca_cert)
+            return _builds.product_image(
+                buildkit, context, registry=target, base=base, repository=repository, tag=tag, extras=extras
+            )
+
     # -- internals --------------------------------------------------------------------------
 
-    def _disabled_reason(self) -> str:
-        if not self.agent:
-            return "disabled (PINSTER_DEVCLUSTER_AGENT=false)"
-        return f"not installed ({AGENT_MODULE} not importable)"
-
     @staticmethod
-    def _url(name: str, ports: Ports | None) -> str:
-        if ports is None:
+    def _url(name: str, layout: Layout | None) -> str:
+        if layout is None:
             return ""
+        ports = layout.ports
         return {
-            ETCD: f"http://127.0.0.1:{ports.etcd_client}",
-            APISERVER: f"https://127.0.0.1:{ports.apiserver}",
+            ETCD: layout.etcd_url,
+            APISERVER: layout.server,
             CONTROLLER_MANAGER: f"https://127.0.0.1:{ports.controller_manager}/healthz",
             SCHEDULER: f"https://127.0.0.1:{ports.scheduler}/healthz",
-            AGENT: f"node {NODE_NAME}",
+            REGISTRY: f"https://{layout.registry}",
+            OBJECTSTORE: layout.objectstore_url,
+            CONTAINERD: f"unix://{layout.containerd_socket}",
+            KUBELET: f"node {NODE_NAME} https://{NODE_IP}:{ports.kubelet}",
+            KUBE_PROXY: f"http://127.0.0.1:{ports.kube_proxy_healthz}/healthz",
         }[name]
 
     @contextlib.contextmanager
@@ -223,11 +310,21 @@ class DevCluster:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def _layout(self) -> Layout:
+    def _saved_layout(self) -> Layout | None:
+        try:
+            saved = json.loads(paths.cluster_file(self.state_dir).read_text())
+        except (FileNotFoundError, ValueError):
+            return None
         ports = Ports.load(paths.cluster_file(self.state_dir))
         if ports is None:
+            return None
+        return Layout(self.state_dir, self.bin_dir, ports, node=bool(saved.get("node", False)))
+
+    def _layout(self) -> Layout:
+        layout = self._saved_layout()
+        if layout is None:
             raise PermanentError(f"no devcluster in {self.state_dir} (run `devcluster up`)")
-        return Layout(self.state_dir, self.bin_dir, ports, self.python)
+        return layout
 
     def _apiserver_ready(self) -> bool:
         try:
@@ -237,20 +334,32 @@ class DevCluster:
             return False
         return _health.ok(f"{layout.server}/readyz", context)
 
+    def _claim_machine(self) -> None:
+        holder = _machine.holder()
+        if holder is not None and holder != self.state_dir:
+            other = DevCluster(holder, self.bin_dir, node=True)
+            if any(s.state == "running" for s in other.status() if s.name in NODE):
+                raise _machine.refuse(holder)
+            log.info("the node of %s is gone; clearing what it left", holder)
+            other._clear_leftovers()
+        _machine.claim(self.state_dir)
+
     def _prepare(self) -> Layout:
         previous = Ports.load(paths.cluster_file(self.state_dir))
-        layout = Layout(self.state_dir, self.bin_dir, Ports.pick(previous), self.python)
-        for directory in (paths.logs_dir, paths.pids_dir, paths.etcd_dir, paths.pods_dir):
+        hosts = ("127.0.0.1", NODE_IP) if self.node else ("127.0.0.1",)
+        layout = Layout(self.state_dir, self.bin_dir, Ports.pick(previous, hosts), node=self.node)
+        for directory in (paths.logs_dir, paths.pids_dir, paths.etcd_dir):
             directory(self.state_dir).mkdir(parents=True, exist_ok=True)
         # etcd refuses a data directory that others can read.
         paths.etcd_dir(self.state_dir).chmod(0o700)
-        pki = generate(paths.pki_dir(self.state_dir), service_ip=SERVICE_IP)
-        for user, target in (
-            ("admin", self.kubeconfig),
-            (CONTROLLER_MANAGER, layout.client_kubeconfig(CONTROLLER_MANAGER)),
-            (SCHEDULER, layout.client_kubeconfig(SCHEDULER)),
+        pki = generate(paths.pki_dir(self.state_dir), service_ip=SERVICE_IP, node_ip=NODE_IP)
+        for user, target, cert_name in (
+            ("admin", self.kubeconfig, "admin"),
+            (CONTROLLER_MANAGER, layout.client_kubeconfig(CONTROLLER_MANAGER), "controller-manager"),
+            (SCHEDULER, layout.client_kubeconfig(SCHEDULER), "scheduler"),
+            (KUBELET, layout.client_kubeconfig(KUBELET), "kubelet"),
+            (KUBE_PROXY, layout.client_kubeconfig(KUBE_PROXY), "kube-proxy"),
         ):
-            cert_name = user.removeprefix("kube-")
             _kubeconfig.write(
                 target,
                 server=layout.server,
@@ -259,13 +368,25 @@ class DevCluster:
                 client_key=pki.client_key(cert_name),
                 user=user,
             )
+        layout.write_configs()
         layout.ports.save(paths.cluster_file(self.state_dir))
+        saved = json.loads(paths.cluster_file(self.state_dir).read_text())
+        saved["node"] = self.node
+        paths.cluster_file(self.state_dir).write_text(json.dumps(saved, indent=2))
         return layout
 
     def _start(self) -> None:
+        if self.node:
+            # What the kubelet will change, as it was before any node ran here.
+            _host.save(paths.host_record(self.state_dir), _HOST_DIRS)
+            _network.setup()
         layout = self._prepare()
         env = self.env
         env.pop("KUBECONFIG")  # every component is told its kubeconfig explicitly
+        # runc and iptables live in sbin; the components find them on PATH.
+        env["PATH"] = os.pathsep.join([env["PATH"], "/usr/local/sbin", "/usr/sbin", "/sbin"])
+        # The registry's OpenTelemetry exporter would otherwise try localhost:4318.
+        env["OTEL_TRACES_EXPORTER"] = "none"
         started: dict[str, _procs.ProcessRecord] = {}
 
         def start(name: str) -> None:
@@ -273,7 +394,7 @@ class DevCluster:
             record = _procs.spawn(
                 layout.argv(name),
                 log=paths.component_log(self.state_dir, name),
-                env=env,
+                env={**env, **layout.env(name)},
                 cwd=self.state_dir,
             )
             _procs.write_record(paths.pid_file(self.state_dir, name), record)
@@ -286,39 +407,123 @@ class DevCluster:
             # The apiserver retries etcd by itself, so both start at once.
             start(ETCD)
             start(APISERVER)
+            if self.node:
+                start(REGISTRY)
+                start(OBJECTSTORE)
+                start(CONTAINERD)
             wait(lambda: _health.ok(f"{layout.server}/readyz", context), "kube-apiserver /readyz")
             # The controller-manager gives up after ~10 s without an apiserver: start it now.
             start(CONTROLLER_MANAGER)
             start(SCHEDULER)
-            if AGENT in self.components():
-                start(AGENT)
+            if self.node:
+                self._start_node(layout, context, start, wait)
             sa_url = f"{layout.server}/api/v1/namespaces/default/serviceaccounts/default"
             wait(lambda: _health.ok(sa_url, context), "the default service account")
-            cm_url = self._url(CONTROLLER_MANAGER, layout.ports)
-            sched_url = self._url(SCHEDULER, layout.ports)
+            cm_url = self._url(CONTROLLER_MANAGER, layout)
+            sched_url = self._url(SCHEDULER, layout)
             insecure = _health.self_signed_context()
             wait(lambda: _health.ok(cm_url, insecure), "kube-controller-manager /healthz")
             wait(lambda: _health.ok(sched_url, insecure), "kube-scheduler /healthz")
-            if AGENT in started:
+            if self.node:
                 wait(
                     lambda: _health.node_ready(layout.server, context, NODE_NAME),
                     f"node {NODE_NAME} Ready",
+                )
+                wait(
+                    lambda: _health.deployment_available(
+                        layout.server, context, _addons.DNS_NAMESPACE, _addons.DNS_NAME
+                    ),
+                    "cluster DNS (deployment kube-system/coredns available)",
                 )
         except BaseException:
             # Leave nothing half-started behind (also on Ctrl-C).
             self._stop_all()
             raise
 
+    def _start_node(
+        self,
+        layout: Layout,
+        context: ssl.SSLContext,
+        start: Callable[[str], None],
+        wait: _Waiter,
+    ) -> None:
+        registry_ca = _health.ca_context(layout.pki)
+        wait(
+            lambda: _health.ok(f"https://{layout.registry}/v2/", registry_ca),
+            f"registry https://{layout.registry}/v2/",
+        )
+        with BuildKit(self.bin_dir, self.cache_dir, registry_cas={layout.registry: layout.pki.ca_cert}) as buildkit:
+            images = _builds.push_node_images(buildkit, self.bin_dir, layout.registry, layout.pki.ca_cert)
+        wait(layout.containerd_socket.exists, f"containerd socket {layout.containerd_socket}")
+        wait(
+            lambda: _health.ok(f"{layout.objectstore_url}/minio/health/ready"),
+            f"object store {layout.objectstore_url}",
+        )
+        endpoint = self.s3
+        _objectstore.create_buckets(endpoint, endpoint.upload_bucket, endpoint.public_bucket)
+        _addons.apply(layout.server, context, [_addons.kubelet_api_binding()])
+        start(KUBELET)
+        start(KUBE_PROXY)
+        _addons.apply(layout.server, context, _addons.coredns(images["coredns"]))
+
     def _stop_all(self) -> list[_procs.ProcessRecord]:
         stopped: list[_procs.ProcessRecord] = []
-        for name in reversed(COMPONENTS):
+
+        def stop(name: str) -> None:
             pid_path = paths.pid_file(self.state_dir, name)
             record = _procs.read_record(pid_path)
             if record is not None:
                 log.info("stopping %s (pid %d)", name, record.pid)
-                stopped += _procs.stop(record, self.stop_grace)
+                stopped.extend(_procs.stop(record, self.stop_grace))
             pid_path.unlink(missing_ok=True)
+
+        layout = self._saved_layout()
+        # Whatever was recorded is stopped, even when cluster.json is unreadable.
+        node = (layout is not None and layout.node) or any(
+            paths.pid_file(self.state_dir, name).exists() for name in NODE
+        )
+        if node:
+            # The kubelet first, or it would start the Pods again as they go.
+            stop(KUBELET)
+            stop(KUBE_PROXY)
+            self._kill_containers()
+            stop(CONTAINERD)
+            stop(OBJECTSTORE)
+            stop(REGISTRY)
+        for name in reversed(CONTROL_PLANE):
+            stop(name)
+        if node:
+            # Last: the API server needs the node address until it has stopped.
+            self._restore_host()
         return stopped
+
+    def _kill_containers(self) -> None:
+        """The Pods' processes, then the shims that watched them (they are not
+        containerd's children: stopping containerd leaves them running)."""
+        killed = _host.kill_cgroup_trees(["kubepods"])
+        socket = paths.node_dir(self.state_dir) / "containerd" / "containerd.sock"
+        _host.kill_all(_host.processes_with(str(socket)))
+        log.info("node down: %d container processes killed", killed)
+
+    def _restore_host(self) -> None:
+        """Undo every change the node made to this machine: mounts, iptables chains,
+        bridges and the guard, sysctls, directories, the machine claim."""
+        node_dir = paths.node_dir(self.state_dir)
+        _host.unmount_under([node_dir])
+        kube_proxy = self.bin_dir / "kube-proxy"
+        if kube_proxy.exists():
+            _host.run([str(kube_proxy), "--cleanup"], check=False)
+        _host.remove_iptables_chains(_CHAIN_PREFIXES)
+        _network.teardown()
+        # Leases of Pods that no longer exist.
+        shutil.rmtree(node_dir / "cni" / "ipam", ignore_errors=True)
+        _host.restore(paths.host_record(self.state_dir), _HOST_DIRS)
+        _machine.release(self.state_dir)
+
+    def _clear_leftovers(self) -> None:
+        """What a node whose processes died (a crash, a reboot) left on this machine."""
+        self._kill_containers()
+        self._restore_host()
 
 
 class _Waiter:

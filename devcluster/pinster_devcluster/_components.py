@@ -1,36 +1,40 @@
 """The command line of each component, and the ports the cluster listens on.
 
-Flags follow what kubeadm and controller-runtime's envtest pass, trimmed to one loopback
-node. Everything listens on 127.0.0.1 only.
+Flags follow what kubeadm and controller-runtime's envtest pass, trimmed to one node.
+The control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler) runs
+for every cluster; the node (image registry, object store, containerd, kubelet,
+kube-proxy) only when the cluster has one. With a node, the API server, the kubelet,
+the registry and the object store listen on the node address (Pods reach them there);
+everything else listens on 127.0.0.1.
+Their configuration files are in ``_configs.py``.
 """
 
 from __future__ import annotations
 
 import json
 import socket
-import sys
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from pinster_devcluster import paths
+from pinster_devcluster import _configs, _objectstore, paths
+from pinster_devcluster._network import NODE_IP, NODE_NAME, SERVICE_CIDR
 from pinster_devcluster._pki import Pki
 
 ETCD = "etcd"
 APISERVER = "kube-apiserver"
 CONTROLLER_MANAGER = "kube-controller-manager"
 SCHEDULER = "kube-scheduler"
-AGENT = "node-agent"
+REGISTRY = "registry"
+OBJECTSTORE = "objectstore"
+CONTAINERD = "containerd"
+KUBELET = "kubelet"
+KUBE_PROXY = "kube-proxy"
+CONTROL_PLANE = (ETCD, APISERVER, CONTROLLER_MANAGER, SCHEDULER)
+NODE = (REGISTRY, OBJECTSTORE, CONTAINERD, KUBELET, KUBE_PROXY)
 #: start order; ``down`` stops in reverse
-COMPONENTS = (ETCD, APISERVER, CONTROLLER_MANAGER, SCHEDULER, AGENT)
+COMPONENTS = CONTROL_PLANE + NODE
 
-NODE_NAME = "devcluster-node"
-# Loopback, so that the node agent can serve Service cluster IPs as a userspace proxy
-# (kube-apiserver v1.35 accepts a 127.x range).
-SERVICE_CIDR = "127.96.0.0/16"
-#: the first address of SERVICE_CIDR: the ``kubernetes`` Service, in the serving cert
-SERVICE_IP = "127.96.0.1"
 ISSUER = "https://kubernetes.default.svc.cluster.local"
-AGENT_MODULE = "pinster_devcluster.agent"
 
 
 @dataclass(frozen=True)
@@ -40,16 +44,26 @@ class Ports:
     apiserver: int
     controller_manager: int
     scheduler: int
+    registry: int
+    objectstore: int
+    objectstore_console: int
+    kubelet: int
+    kubelet_healthz: int
+    kube_proxy_healthz: int
+    kube_proxy_metrics: int
 
     @classmethod
-    def pick(cls, previous: Ports | None = None) -> Ports:
-        """Keep the previous ports where still free (a restarted cluster keeps its URL),
-        else take ones the kernel hands out."""
+    def pick(cls, previous: Ports | None = None, hosts: tuple[str, ...] = ("127.0.0.1",)) -> Ports:
+        """Keep the previous ports where still free on every one of ``hosts`` (a restarted
+        cluster keeps its URLs, and the registry its image names), else take new ones."""
         taken: set[int] = set()
         chosen: dict[str, int] = {}
         for field in fields(cls):
-            old = getattr(previous, field.name) if previous is not None else None
-            port = old if old is not None and old not in taken and _free(old) else _any_free(taken)
+            old = getattr(previous, field.name, None) if previous is not None else None
+            if old is not None and old not in taken and all(_free(h, old) for h in hosts):
+                port = old
+            else:
+                port = _any_free(taken, hosts)
             taken.add(port)
             chosen[field.name] = port
         return cls(**chosen)
@@ -65,21 +79,21 @@ class Ports:
             return None
 
 
-def _free(port: int) -> bool:
+def _free(host: str, port: int) -> bool:
     with socket.socket() as sock:
         try:
-            sock.bind(("127.0.0.1", port))
+            sock.bind((host, port))
         except OSError:
             return False
     return True
 
 
-def _any_free(taken: set[int]) -> int:
+def _any_free(taken: set[int], hosts: tuple[str, ...]) -> int:
     while True:
         with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
+            sock.bind((hosts[0], 0))
             port: int = sock.getsockname()[1]
-        if port not in taken:
+        if port not in taken and all(_free(h, port) for h in hosts[1:]):
             return port
 
 
@@ -90,25 +104,67 @@ class Layout:
     state_dir: Path
     bin_dir: Path
     ports: Ports
-    python: str = sys.executable
+    #: whether this cluster has a node (and so listens on the node address)
+    node: bool = True
 
     @property
     def pki(self) -> Pki:
         return Pki(paths.pki_dir(self.state_dir))
 
     @property
+    def host(self) -> str:
+        """Where the API server listens: the node address, or loopback without a node."""
+        return NODE_IP if self.node else "127.0.0.1"
+
+    @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.ports.apiserver}"
+        return f"https://{self.host}:{self.ports.apiserver}"
 
     @property
     def etcd_url(self) -> str:
         return f"http://127.0.0.1:{self.ports.etcd_client}"
 
+    @property
+    def registry(self) -> str:
+        """``host:port`` of the node's image registry, as image names spell it."""
+        return f"{NODE_IP}:{self.ports.registry}"
+
+    @property
+    def objectstore_url(self) -> str:
+        return f"http://{NODE_IP}:{self.ports.objectstore}"
+
+    @property
+    def containerd_socket(self) -> Path:
+        return paths.node_dir(self.state_dir) / "containerd" / "containerd.sock"
+
     def client_kubeconfig(self, component: str) -> Path:
         return paths.kubeconfigs_dir(self.state_dir) / f"{component}.kubeconfig"
 
+    def components(self) -> tuple[str, ...]:
+        return COMPONENTS if self.node else CONTROL_PLANE
+
     def argv(self, component: str) -> list[str]:
         return getattr(self, "_" + component.replace("-", "_"))()  # type: ignore[no-any-return]
+
+    def env(self, component: str) -> dict[str, str]:
+        """Variables a component is configured by, besides its command line."""
+        if component != OBJECTSTORE:
+            return {}
+        access, secret = _objectstore.credentials(self.state_dir)
+        return {
+            "MINIO_ROOT_USER": access,
+            "MINIO_ROOT_PASSWORD": secret,
+            "MINIO_REGION": _objectstore.REGION,
+            # Nothing that calls out: no web console, update checks or call-home.
+            "MINIO_BROWSER": "off",
+            "MINIO_UPDATE": "off",
+            "MINIO_CALLHOME_ENABLE": "off",
+        }
+
+    def write_configs(self) -> None:
+        """The configuration files of the node's components (none for the control plane)."""
+        if self.node:
+            _configs.write_node(self)
 
     def _etcd(self) -> list[str]:
         peer = f"http://127.0.0.1:{self.ports.etcd_peer}"
@@ -128,24 +184,23 @@ class Layout:
 
     def _kube_apiserver(self) -> list[str]:
         pki = self.pki
-        return [
+        argv = [
             str(self.bin_dir / "kube-apiserver"),
             f"--etcd-servers={self.etcd_url}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            f"--bind-address={self.host}",
+            f"--advertise-address={self.host}",
             f"--secure-port={self.ports.apiserver}",
             f"--cert-dir={paths.certs_dir(self.state_dir, APISERVER)}",
             f"--tls-cert-file={pki.serving_cert}",
             f"--tls-private-key-file={pki.serving_key}",
             f"--client-ca-file={pki.ca_cert}",
-            "--authorization-mode=RBAC",
+            # Kubelets are authorized by what is bound to their node, users by RBAC.
+            "--authorization-mode=Node,RBAC",
+            "--enable-admission-plugins=NodeRestriction",
             f"--service-account-issuer={ISSUER}",
             f"--service-account-key-file={pki.sa_pub}",
             f"--service-account-signing-key-file={pki.sa_key}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
-            # Endpoints may not hold loopback addresses, so the reconciler of the
-            # `kubernetes` Service would fail forever; Pods reach the API by KUBECONFIG.
-            "--endpoint-reconciler-type=none",
             f"--requestheader-client-ca-file={pki.ca_cert}",
             "--requestheader-allowed-names=front-proxy-client",
             "--requestheader-username-headers=X-Remote-User",
@@ -156,6 +211,19 @@ class Layout:
             "--allow-privileged=true",
             "--profiling=false",
         ]
+        if self.node:
+            argv += [
+                f"--kubelet-client-certificate={pki.client_cert('apiserver-kubelet-client')}",
+                f"--kubelet-client-key={pki.client_key('apiserver-kubelet-client')}",
+                f"--kubelet-certificate-authority={pki.ca_cert}",
+                # Otherwise it looks the node's name up in DNS.
+                "--kubelet-preferred-address-types=InternalIP",
+            ]
+        else:
+            # Endpoints may not hold a loopback address, so the reconciler of the
+            # `kubernetes` Service would fail forever; nothing runs Pods anyway.
+            argv.append("--endpoint-reconciler-type=none")
+        return argv
 
     def _kube_controller_manager(self) -> list[str]:
         pki = self.pki
@@ -199,15 +267,37 @@ class Layout:
             "--profiling=false",
         ]
 
-    def _node_agent(self) -> list[str]:
+    def _registry(self) -> list[str]:
+        return [str(self.bin_dir / "registry"), "serve", str(_configs.path(self, REGISTRY))]
+
+    def _objectstore(self) -> list[str]:
         return [
-            self.python,
-            "-m",
-            AGENT_MODULE,
-            "--kubeconfig",
-            str(paths.kubeconfig(self.state_dir)),
-            "--state-dir",
-            str(self.state_dir),
-            "--node-name",
-            NODE_NAME,
+            str(self.bin_dir / "minio"),
+            "server",
+            "--quiet",
+            "--address",
+            f"{NODE_IP}:{self.ports.objectstore}",
+            "--console-address",
+            f"127.0.0.1:{self.ports.objectstore_console}",
+            str(paths.node_dir(self.state_dir) / "objectstore" / "data"),
+        ]
+
+    def _containerd(self) -> list[str]:
+        return [str(self.bin_dir / "containerd"), "--config", str(_configs.path(self, CONTAINERD))]
+
+    def _kubelet(self) -> list[str]:
+        return [
+            str(self.bin_dir / "kubelet"),
+            f"--config={_configs.path(self, KUBELET)}",
+            f"--kubeconfig={self.client_kubeconfig(KUBELET)}",
+            f"--root-dir={paths.node_dir(self.state_dir) / 'kubelet'}",
+            f"--node-ip={NODE_IP}",
+            f"--hostname-override={NODE_NAME}",
+        ]
+
+    def _kube_proxy(self) -> list[str]:
+        return [
+            str(self.bin_dir / "kube-proxy"),
+            f"--config={_configs.path(self, KUBE_PROXY)}",
+            f"--hostname-override={NODE_NAME}",
         ]

@@ -1,8 +1,9 @@
 """Certificates and keys of the devcluster, generated once per state directory.
 
-One self-signed CA signs the apiserver's serving certificate and a client certificate per
-control-plane user; the user is the certificate's CN and its groups the O entries, which
-is how kube-apiserver authenticates x509 clients. ECDSA P-256 keeps generation fast.
+One self-signed CA signs the serving certificates (API server, kubelet, image registry)
+and a client certificate per user of the API server or the kubelet; the user is the
+certificate's CN and its groups the O entries, which is how both authenticate x509
+clients. ECDSA P-256 keeps generation fast.
 The service-account key pair is RSA so that tokens are RS256, as on real clusters.
 """
 
@@ -19,6 +20,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from pinster_devcluster._network import NODE_NAME
+
 _VALIDITY = datetime.timedelta(days=3650)
 # Tolerate small clock differences between generation and first use.
 _BACKDATE = datetime.timedelta(hours=1)
@@ -31,7 +34,18 @@ CLIENTS: dict[str, tuple[str, tuple[str, ...]]] = {
     # How the apiserver authenticates to aggregated APIs; it also fills the request-header
     # CA that controller-manager and scheduler otherwise complain about on every sync.
     "front-proxy": ("front-proxy-client", ()),
+    # The node's own identity: what the Node authorizer and NodeRestriction key on.
+    "kubelet": (f"system:node:{NODE_NAME}", ("system:nodes",)),
+    # Bound to system:node-proxier by the API server's default RBAC policy.
+    "kube-proxy": ("system:kube-proxy", ()),
+    # How the API server authenticates to kubelets (logs, exec); the kubelet asks the API
+    # server whether it may (webhook authorization), so it is bound to
+    # system:kubelet-api-admin at start, as kubeadm does.
+    "apiserver-kubelet-client": ("kube-apiserver-kubelet-client", ()),
 }
+
+#: name -> CN of each serving certificate (their addresses are given to ``generate``).
+SERVERS = ("apiserver", "kubelet", "registry")
 
 
 @dataclass(frozen=True)
@@ -50,11 +64,17 @@ class Pki:
 
     @property
     def serving_cert(self) -> Path:
-        return self.directory / "apiserver.crt"
+        return self.server_cert("apiserver")
 
     @property
     def serving_key(self) -> Path:
-        return self.directory / "apiserver.key"
+        return self.server_key("apiserver")
+
+    def server_cert(self, name: str) -> Path:
+        return self.directory / f"serving-{name}.crt"
+
+    def server_key(self, name: str) -> Path:
+        return self.directory / f"serving-{name}.key"
 
     @property
     def sa_key(self) -> Path:
@@ -71,8 +91,8 @@ class Pki:
         return self.directory / f"{name}.key"
 
     def complete(self) -> bool:
-        files = [self.ca_cert, self.ca_key, self.serving_cert, self.serving_key]
-        files += [self.sa_key, self.sa_pub]
+        files = [self.ca_cert, self.ca_key, self.sa_key, self.sa_pub]
+        files += [self.server_cert(n) for n in SERVERS] + [self.server_key(n) for n in SERVERS]
         files += [self.client_cert(n) for n in CLIENTS] + [self.client_key(n) for n in CLIENTS]
         return all(f.is_file() for f in files)
 
@@ -114,18 +134,27 @@ def _builder(
     )
 
 
-def _serves(cert_file: Path, ip: str) -> bool:
-    # A service range changed since the certificates were made: they must be made again.
+def _serves(cert_file: Path, ips: list[str]) -> bool:
+    # An address changed since the certificates were made: they must be made again.
     cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
     sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    return ipaddress.ip_address(ip) in sans.get_values_for_type(x509.IPAddress)
+    have = sans.get_values_for_type(x509.IPAddress)
+    return all(ipaddress.ip_address(ip) in have for ip in ips)
 
 
-def generate(directory: Path, *, service_ip: str) -> Pki:
+def generate(directory: Path, *, service_ip: str, node_ip: str) -> Pki:
     """Create every file (idempotent: an existing complete set is kept, so a restarted
-    cluster keeps trusting the kubeconfigs already handed out)."""
+    cluster keeps trusting the kubeconfigs already handed out).
+
+    The API server serves on 127.0.0.1, the node address and the ``kubernetes`` Service
+    address; the kubelet and the registry on the node address."""
     pki = Pki(directory)
-    if pki.complete() and _serves(pki.serving_cert, service_ip):
+    if (
+        pki.complete()
+        and _serves(pki.serving_cert, ["127.0.0.1", node_ip, service_ip])
+        and _serves(pki.server_cert("kubelet"), [node_ip])
+        and _serves(pki.server_cert("registry"), [node_ip])
+    ):
         return pki
     directory.mkdir(parents=True, exist_ok=True)
 
@@ -178,11 +207,17 @@ def generate(directory: Path, *, service_ip: str) -> Pki:
         "kubernetes.default.svc",
         "kubernetes.default.svc.cluster.local",
     ]
-    sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
-    sans += [x509.IPAddress(ipaddress.ip_address(a)) for a in ("127.0.0.1", service_ip)]
-    cert_pem, key_pem = leaf(_name("kube-apiserver"), ExtendedKeyUsageOID.SERVER_AUTH, sans)
-    _write(pki.serving_key, key_pem, private=True)
-    _write(pki.serving_cert, cert_pem, private=False)
+    servers: dict[str, tuple[str, list[str], list[str]]] = {
+        "apiserver": ("kube-apiserver", dns, ["127.0.0.1", node_ip, service_ip]),
+        "kubelet": (NODE_NAME, [NODE_NAME], [node_ip]),
+        "registry": ("devcluster-registry", ["localhost"], [node_ip, "127.0.0.1"]),
+    }
+    for server, (common_name, names, ips) in servers.items():
+        sans: list[x509.GeneralName] = [x509.DNSName(d) for d in names]
+        sans += [x509.IPAddress(ipaddress.ip_address(a)) for a in ips]
+        cert_pem, key_pem = leaf(_name(common_name), ExtendedKeyUsageOID.SERVER_AUTH, sans)
+        _write(pki.server_key(server), key_pem, private=True)
+        _write(pki.server_cert(server), cert_pem, private=False)
 
     for client, (common_name, groups) in CLIENTS.items():
         subject = _name(common_name, groups)

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from pinster_devcluster._binaries import default_bin_dir
+from pinster_devcluster._binaries import default_bin_dir, default_cache_dir
 from pinster_images.config import Environ, env_bool, env_float, env_optional
 
 
@@ -21,12 +21,13 @@ def default_state_dir(env: Environ) -> Path:
 class DevClusterSettings:
     state_dir: Path
     bin_dir: Path
+    cache_dir: Path
     #: seconds ``up`` waits for readiness before giving up (and stopping what it started)
     start_timeout: float = 120.0
     #: seconds ``down`` waits after SIGTERM before SIGKILL
     stop_grace: float = 10.0
-    #: start the node agent (when its module is installed)
-    agent: bool = True
+    #: run a node (kubelet, containerd, ...): one per machine, needs root
+    node: bool = True
 
     @classmethod
     def from_env(cls, env: Environ | None = None) -> DevClusterSettings:
@@ -35,7 +36,8 @@ class DevClusterSettings:
         return cls(
             state_dir=Path(state).expanduser() if state else default_state_dir(env),
             bin_dir=default_bin_dir(env),
+            cache_dir=default_cache_dir(env),
             start_timeout=env_float(env, "PINSTER_DEVCLUSTER_TIMEOUT", 120.0, minimum=1.0),
             stop_grace=env_float(env, "PINSTER_DEVCLUSTER_GRACE", 10.0, minimum=0.0),
-            agent=env_bool(env, "PINSTER_DEVCLUSTER_AGENT", True),
+            node=env_bool(env, "PINSTER_DEVCLUSTER_NODE", True),
         )

@@ -1,14 +1,14 @@
-"""``pinster-images devcluster up | down | status | kubeconfig | env | logs``."""
+"""``pinster-images devcluster up | down | status | kubeconfig | env | info | build-image``."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import shlex
 import sys
 from pathlib import Path
 
-from pinster_devcluster import paths
 from pinster_devcluster._cluster import DevCluster
 from pinster_devcluster._settings import DevClusterSettings
 from pinster_images import logs
@@ -26,14 +26,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser = argparse.ArgumentParser(
         prog="pinster-images devcluster",
-        description="A local Kubernetes control plane (etcd, kube-apiserver, "
-        "kube-controller-manager, kube-scheduler, node agent) for development and tests.",
+        description="A local Kubernetes cluster for development and tests: a control plane "
+        "(etcd, kube-apiserver, kube-controller-manager, kube-scheduler) and a real node of this "
+        "machine (kubelet, kube-proxy, containerd, CoreDNS, an image registry). "
+        "Pods' logs and shells: `kubectl logs`, `kubectl exec`.",
         parents=[common],
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     up = sub.add_parser("up", parents=[common], help="start the cluster (idempotent)")
     up.add_argument("--timeout", type=float, help="seconds to wait for readiness")
-    up.add_argument("--no-agent", action="store_true", help="do not start the node agent")
+    up.add_argument(
+        "--no-node", action="store_true", help="control plane only (no root needed, no Pods run)"
+    )
     down = sub.add_parser("down", parents=[common], help="stop every process of the cluster")
     down.add_argument(
         "--purge", action="store_true", help="also delete the state directory (etcd data, certs)"
@@ -41,10 +45,23 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("status", parents=[common], help="show each component; exit 1 unless all run")
     sub.add_parser("kubeconfig", parents=[common], help="print the admin kubeconfig path")
     sub.add_parser("env", parents=[common], help="print `export` lines for KUBECONFIG and PATH")
-    logs_ = sub.add_parser("logs", parents=[common], help="print a container's output")
-    logs_.add_argument("pod", metavar="POD")
-    logs_.add_argument("-c", "--container", help="container name (needed if several)")
-    logs_.add_argument("-n", "--namespace", default="default")
+    sub.add_parser(
+        "info",
+        parents=[common],
+        help="print JSON: node address, registry, object store (URL, buckets, credentials)",
+    )
+    image = sub.add_parser(
+        "build-image",
+        parents=[common],
+        help="build a Dockerfile with BuildKit and push it; prints REPOSITORY:TAG@DIGEST",
+    )
+    image.add_argument("--context", type=Path, default=Path(), help="build context (default: .)")
+    image.add_argument(
+        "--registry", help="push to this registry (host[:port][/path]; default: the node's registry)"
+    )
+    image.add_argument("--repository", default="pinster-images", help="image name in the registry")
+    image.add_argument("--tag", help="default: the git revision of the context (-dirty if changed)")
+    image.add_argument("--extras", default="", help="the image's EXTRAS build argument, e.g. nudenet")
     return parser
 
 
@@ -54,8 +71,8 @@ def _cluster(args: argparse.Namespace) -> DevCluster:
         settings = dataclasses.replace(settings, state_dir=args.state_dir)
     if getattr(args, "timeout", None) is not None:
         settings = dataclasses.replace(settings, start_timeout=args.timeout)
-    if getattr(args, "no_agent", False):
-        settings = dataclasses.replace(settings, agent=False)
+    if getattr(args, "no_node", False):
+        settings = dataclasses.replace(settings, node=False)
     return DevCluster.from_settings(settings)
 
 
@@ -83,41 +100,6 @@ def _status(cluster: DevCluster) -> int:
     return 1 if failing else 0
 
 
-def _logs(cluster: DevCluster, namespace: str, pod: str, container: str | None) -> int:
-    try:
-        directory = paths.pod_dir(cluster.state_dir, namespace, pod)
-    except ValueError as exc:
-        print(f"devcluster logs: {exc}", file=sys.stderr)
-        return 2
-    available = sorted(p.stem for p in directory.glob("*.log"))
-    if container is None:
-        if len(available) != 1:
-            if not available:
-                print(
-                    f"devcluster logs: no output of pod {namespace}/{pod} in {directory}",
-                    file=sys.stderr,
-                )
-            else:
-                print(
-                    f"devcluster logs: pod {namespace}/{pod} has several containers, choose one with -c: {' '.join(available)}",
-                    file=sys.stderr,
-                )
-            return 1
-        container = available[0]
-    logfile = paths.container_log(cluster.state_dir, namespace, pod, container)
-    try:
-        data = logfile.read_bytes()
-    except FileNotFoundError:
-        print(
-            f"devcluster logs: no output of container {container!r} of pod {namespace}/{pod} ({logfile})",
-            file=sys.stderr,
-        )
-        return 1
-    sys.stdout.buffer.write(data)
-    sys.stdout.flush()
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logs.setup("INFO", "text")
@@ -134,11 +116,22 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "kubeconfig":
             print(cluster.kubeconfig)
             return 0
+        if args.command == "info":
+            print(json.dumps(cluster.info(), indent=2))
+            return 0
         if args.command == "env":
             print(f"export KUBECONFIG={shlex.quote(str(cluster.kubeconfig))}")
             print(f'export PATH={shlex.quote(str(cluster.bin_dir))}:"$PATH"')
             return 0
-        return _logs(cluster, args.namespace, args.pod, args.container)
+        image = cluster.build_image(
+            args.context.absolute(),
+            registry=args.registry,
+            repository=args.repository,
+            tag=args.tag,
+            extras=args.extras,
+        )
+        print(image)
+        return 0
     except PinsterError as exc:
         print(f"devcluster {args.command}: {exc}", file=sys.stderr)
         return 1

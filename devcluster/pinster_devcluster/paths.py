@@ -1,17 +1,18 @@
-"""Layout of a devcluster state directory, shared by the control plane and the node agent.
+"""Layout of a devcluster state directory.
 
 ::
 
     <state>/
-      cluster.json              ports and binary directory of the current cluster
+      cluster.json              ports of the current cluster, and whether it has a node
       kubeconfig                admin (O=system:masters)
       pki/                      CA, serving and client certificates, service-account keys
-      kubeconfigs/              one per control-plane client (controller-manager, scheduler)
+      kubeconfigs/              one per client (controller-manager, scheduler, kubelet, kube-proxy)
       etcd/                     etcd data directory
       certs/<component>/        self-signed serving certificates of controller-manager, scheduler
       logs/<component>.log      stdout and stderr of each component
       pids/<component>.pid      JSON: pid and process start time (a recycled pid is never killed)
-      pods/<ns>/<pod>/<container>.log   container output, written by the node agent
+      node/                     containerd (root, state, socket), kubelet root, CNI config and
+                                leases, registry data, pod logs, the config file of each
 """
 
 from __future__ import annotations
@@ -59,22 +60,11 @@ def pid_file(state_dir: Path, component: str) -> Path:
     return pids_dir(state_dir) / f"{component}.pid"
 
 
-def pods_dir(state_dir: Path) -> Path:
-    return state_dir / "pods"
+def node_dir(state_dir: Path) -> Path:
+    """Everything of the node: containerd, the kubelet, CNI, the registry, their configs."""
+    return state_dir / "node"
 
 
-def _segment(value: str, what: str) -> str:
-    # Kubernetes validates these names, but a path must never escape the state directory.
-    if not value or "/" in value or value in (".", ".."):
-        raise ValueError(f"invalid {what} name for a path: {value!r}")
-    return value
-
-
-def pod_dir(state_dir: Path, namespace: str, pod: str) -> Path:
-    """Where the node agent keeps everything of one Pod (logs, termination messages)."""
-    return pods_dir(state_dir) / _segment(namespace, "namespace") / _segment(pod, "pod")
-
-
-def container_log(state_dir: Path, namespace: str, pod: str, container: str) -> Path:
-    """stdout and stderr of one container, as ``devcluster logs`` prints them."""
-    return pod_dir(state_dir, namespace, pod) / f"{_segment(container, 'container')}.log"
+def host_record(state_dir: Path) -> Path:
+    """The machine's own sysctl values, saved before the node first changed them."""
+    return node_dir(state_dir) / "host-sysctls.json"

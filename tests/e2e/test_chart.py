@@ -17,7 +17,7 @@ from kubernetes import client
 from pinster_images import keys
 from tests.support.helm import CHART, helm
 from tests.support.pinster_api import PinsterApi
-from tests.support.s3 import free_port
+from tests.support.net import free_port
 from tests.support.waiting import wait_for
 
 SERVICE_URL = "http://images.test"

@@ -16,7 +16,7 @@ import requests
 
 from pinster_images import keys, resource
 from tests.support import images
-from tests.support.s3 import free_port
+from tests.support.net import free_port
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.cluster

@@ -18,6 +18,8 @@ from typing import Any
 import jwt
 import pytest
 
+from tests.support.net import LOOPBACK
+
 
 @dataclass
 class Received:
@@ -66,7 +68,8 @@ class PinsterApi:
 
     # -- server --
 
-    def start(self) -> PinsterApi:
+    def start(self, host: str = LOOPBACK) -> PinsterApi:
+        """Listen on ``host``: the node address when Pods (the operator) must reach it."""
         api = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -80,8 +83,8 @@ class PinsterApi:
                 raw = self.rfile.read(length)
                 api._handle(self, raw)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._server = ThreadingHTTPServer((host, 0), Handler)
+        self.url = f"http://{host}:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
         return self
@@ -149,7 +152,19 @@ def service_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, bytes
 
 @pytest.fixture
 def pinster_api(service_keys: tuple[bytes, bytes]) -> Iterator[PinsterApi]:
+    """On 127.0.0.1, for the operator as a test process."""
     api = PinsterApi(public_key=service_keys[1], service_url="http://images.test").start()
+    try:
+        yield api
+    finally:
+        api.stop()
+
+
+@pytest.fixture
+def node_pinster_api(devcluster: Any, service_keys: tuple[bytes, bytes]) -> Iterator[PinsterApi]:
+    """On the node address, for the operator in a Pod."""
+    api = PinsterApi(public_key=service_keys[1], service_url="http://images.test")
+    api.start(host=devcluster.node_ip)
     try:
         yield api
     finally:

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.support.s3 import free_port
+from tests.support.net import free_port
 from tests.support.waiting import wait_for
 
 BIN = Path(sys.executable).parent

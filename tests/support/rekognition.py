@@ -28,6 +28,8 @@ from typing import Any
 
 import pytest
 
+from tests.support.net import LOOPBACK
+
 TARGET = "RekognitionService.DetectModerationLabels"
 MAX_BYTES = 5 * 1024 * 1024
 MODEL_VERSION = "7.0"
@@ -81,8 +83,6 @@ class RekognitionStandIn:
             "PINSTER_MODERATION_BACKEND": "rekognition",
             "PINSTER_REKOGNITION_ENDPOINT_URL": self.endpoint_url,
             "PINSTER_REKOGNITION_REGION": "us-east-1",
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
         }
 
     def answer(self, target: str, body: dict[str, Any], authorized: bool) -> tuple[int, Any]:
@@ -104,7 +104,9 @@ class RekognitionStandIn:
         chosen = [label for label in labels if float(label["Confidence"]) >= threshold]
         return 200, {"ModerationLabels": chosen, "ModerationModelVersion": MODEL_VERSION}
 
-    def start(self) -> RekognitionStandIn:
+    def start(self, host: str = LOOPBACK) -> RekognitionStandIn:
+        """Listen on ``host``: the node address when Job Pods must reach it. Any AWS
+        credentials sign the requests (the process's own, e.g. the object store's)."""
         stand_in = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -130,7 +132,7 @@ class RekognitionStandIn:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer((host, 0), Handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
@@ -145,6 +147,16 @@ class RekognitionStandIn:
 @pytest.fixture
 def rekognition() -> Iterator[RekognitionStandIn]:
     server = RekognitionStandIn().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def node_rekognition(devcluster: Any) -> Iterator[RekognitionStandIn]:
+    """On the node address, for moderation Jobs in Pods."""
+    server = RekognitionStandIn().start(host=devcluster.node_ip)
     try:
         yield server
     finally:

@@ -1,9 +1,10 @@
-"""moto's S3 server over real HTTP on 127.0.0.1, for every suite.
+"""The devcluster's object store (MinIO on the node address, over HTTP) for every suite
+that needs S3: Pods and test processes reach the same server.
 
 Register with ``pytest_plugins = ["tests.support.s3"]`` in tests/conftest.py, then:
 
 * ``s3_server`` (session): an :class:`S3Server` with ``endpoint_url``, the buckets
-  ``upload_bucket``/``public_bucket`` already created, ``env`` (the PINSTER_* and AWS_*
+  ``upload_bucket``/``public_bucket`` the cluster made, ``env`` (the PINSTER_* and AWS_*
   variables for StorageSettings.from_env or a subprocess) and ``client()`` (boto3).
 * ``s3_env`` (per test): the same server with a fresh pair of buckets, as an env dict.
 """
@@ -11,104 +12,70 @@ Register with ``pytest_plugins = ["tests.support.s3"]`` in tests/conftest.py, th
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
-
-CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from pinster_devcluster._objectstore import S3Endpoint, anonymous_read_policy
 
 
 @dataclass
 class S3Server:
-    endpoint_url: str
-    upload_bucket: str = "pinster-upload"
-    public_bucket: str = "pinster-public"
-    region: str = "us-east-1"
-    _server: Any = field(default=None, repr=False)
+    endpoint: S3Endpoint
+
+    @property
+    def endpoint_url(self) -> str:
+        return self.endpoint.url
+
+    @property
+    def upload_bucket(self) -> str:
+        return self.endpoint.upload_bucket
+
+    @property
+    def public_bucket(self) -> str:
+        return self.endpoint.public_bucket
+
+    @property
+    def credentials(self) -> dict[str, str]:
+        return {
+            "AWS_ACCESS_KEY_ID": self.endpoint.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.endpoint.secret_key,
+            "AWS_DEFAULT_REGION": self.endpoint.region,
+        }
 
     def client(self) -> Any:
-        import boto3
-
-        return boto3.client(
-            "s3",
-            endpoint_url=self.endpoint_url,
-            region_name=self.region,
-            aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-        )
+        return self.endpoint.client()
 
     def env_for(self, upload_bucket: str, public_bucket: str) -> dict[str, str]:
-        return {
-            **CREDENTIALS,
-            "PINSTER_STORAGE_BACKEND": "s3",
-            "PINSTER_S3_ENDPOINT_URL": self.endpoint_url,
-            "PINSTER_S3_REGION": self.region,
-            "PINSTER_S3_UPLOAD_BUCKET": upload_bucket,
-            "PINSTER_S3_PUBLIC_BUCKET": public_bucket,
-        }
+        return self.endpoint.env(upload_bucket, public_bucket)
 
     @property
     def env(self) -> dict[str, str]:
-        return self.env_for(self.upload_bucket, self.public_bucket)
-
-    def create_buckets(self, *names: str) -> None:
-        client = self.client()
-        for name in names:
-            client.create_bucket(Bucket=name)
+        return self.endpoint.env()
 
     def fresh_env(self) -> dict[str, str]:
-        """Env naming a new, empty pair of buckets (test isolation on one server)."""
+        """Env naming a new, empty pair of buckets (test isolation on one server); the
+        public one is readable anonymously, as the cluster's own."""
         suffix = uuid.uuid4().hex[:10]
         upload, public = f"upload-{suffix}", f"public-{suffix}"
-        self.create_buckets(upload, public)
+        client = self.client()
+        for bucket in (upload, public):
+            client.create_bucket(Bucket=bucket)
+        client.put_bucket_policy(Bucket=public, Policy=anonymous_read_policy(public))
         return self.env_for(upload, public)
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
-
-
-def start_s3_server() -> S3Server:
-    import logging
-
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    s3 = S3Server(endpoint_url=f"http://127.0.0.1:{port}", _server=server)
-    s3.create_buckets(s3.upload_bucket, s3.public_bucket)
-    return s3
 
 
 @pytest.fixture(scope="session")
-def s3_server() -> Iterator[S3Server]:
+def s3_server(devcluster: Any) -> Iterator[S3Server]:
+    server = S3Server(devcluster.s3)
     # In-process boto3 clients (S3Storage) read credentials from the environment.
-    saved = {key: os.environ.get(key) for key in CREDENTIALS}
-    for key, value in CREDENTIALS.items():
-        os.environ.setdefault(key, value)
-    server = start_s3_server()
+    saved = {key: os.environ.get(key) for key in server.credentials}
+    os.environ.update(server.credentials)
     try:
         yield server
     finally:
-        server.stop()
         for key, previous in saved.items():
             if previous is None:
                 os.environ.pop(key, None)

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from tests.support.s3 import free_port
+from tests.support.net import free_port
 from tests.support.waiting import wait_for
 
 

@@ -1,4 +1,4 @@
-"""devcluster pieces that need no control plane: paths, settings, PKI, process records."""
+"""devcluster pieces that need no cluster: settings, PKI, component files, process records."""
 
 from __future__ import annotations
 
@@ -16,18 +16,9 @@ from pinster_devcluster._components import Ports
 from pinster_devcluster._pki import generate
 from pinster_devcluster._procs import family, is_alive, read_record, spawn, stop, write_record
 from pinster_devcluster.cli import main
-from pinster_devcluster.paths import container_log, pod_dir
 
 from pinster_images.errors import ConfigError
 from tests.support.waiting import wait_for
-
-
-def test_container_log_layout_and_refuses_path_escapes(tmp_path: Path) -> None:
-    assert container_log(tmp_path, "ns", "pod-1", "main") == tmp_path / "pods/ns/pod-1/main.log"
-    assert pod_dir(tmp_path, "ns", "pod-1") == tmp_path / "pods/ns/pod-1"
-    for bad in ("..", "a/b", ""):
-        with pytest.raises(ValueError):
-            container_log(tmp_path, "ns", bad, "main")
 
 
 def test_settings_from_env() -> None:
@@ -35,13 +26,14 @@ def test_settings_from_env() -> None:
         {
             "PINSTER_DEVCLUSTER_DIR": "/srv/dc",
             "PINSTER_CACHE_DIR": "/cache",
-            "PINSTER_DEVCLUSTER_AGENT": "false",
+            "PINSTER_DEVCLUSTER_NODE": "false",
             "PINSTER_DEVCLUSTER_TIMEOUT": "30",
         }
     )
     assert settings.state_dir == Path("/srv/dc")
     assert settings.bin_dir == Path("/cache/bin/current")
-    assert settings.agent is False
+    assert settings.node is False
+    assert settings.cache_dir == Path("/cache")
     assert settings.start_timeout == 30.0
     explicit = DevClusterSettings.from_env({"PINSTER_BIN_DIR": "/b", "PINSTER_CACHE_DIR": "/c"})
     assert explicit.bin_dir == Path("/b")
@@ -54,6 +46,11 @@ def test_missing_binaries_say_how_to_build_them(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="make binaries") as missing:
         check_bin_dir(tmp_path)
     assert "kube-apiserver" in str(missing.value) and "etcd," not in str(missing.value)
+    # A cluster with a node needs the node's binaries too; one without does not.
+    assert "kubelet" in str(missing.value) and "cni/bridge" in str(missing.value)
+    with pytest.raises(ConfigError) as control_plane_only:
+        check_bin_dir(tmp_path, node=False)
+    assert "kubelet" not in str(control_plane_only.value)
     with pytest.raises(ConfigError, match="make binaries"):
         DevCluster(tmp_path / "state", tmp_path).up()
 
@@ -67,7 +64,7 @@ def test_cli_up_without_binaries_fails_with_the_message(
 
 
 def test_pki_identities_and_key_permissions(tmp_path: Path) -> None:
-    pki = generate(tmp_path / "pki", service_ip="10.96.0.1")
+    pki = generate(tmp_path / "pki", service_ip="10.96.0.1", node_ip="10.253.0.1")
     ca = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
     admin = x509.load_pem_x509_certificate(pki.client_cert("admin").read_bytes())
     serving = x509.load_pem_x509_certificate(pki.serving_cert.read_bytes())
@@ -78,21 +75,29 @@ def test_pki_identities_and_key_permissions(tmp_path: Path) -> None:
     sans = serving.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)} == {
         "127.0.0.1",
+        "10.253.0.1",
         "10.96.0.1",
     }
     assert {"localhost", "kubernetes.default.svc"} <= set(sans.get_values_for_type(x509.DNSName))
     for key in (pki.ca_key, pki.serving_key, pki.sa_key, pki.client_key("admin")):
         assert key.stat().st_mode & 0o777 == 0o600, key
+    # The node's identities: what the Node authorizer keys on, and the kubelet's server.
+    kubelet = x509.load_pem_x509_certificate(pki.client_cert("kubelet").read_bytes())
+    assert kubelet.subject.rfc4514_string() == "CN=system:node:devcluster-node,O=system:nodes"
+    kubelet_serving = x509.load_pem_x509_certificate(pki.server_cert("kubelet").read_bytes())
+    node_sans = kubelet_serving.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    assert [str(ip) for ip in node_sans.value.get_values_for_type(x509.IPAddress)] == ["10.253.0.1"]
+    assert pki.server_cert("kubelet") != pki.client_cert("kubelet")
     # The chain verifies with the standard library, as the kubernetes client will do it.
     ssl.create_default_context(cafile=str(pki.ca_cert)).load_cert_chain(
         str(pki.client_cert("admin")), str(pki.client_key("admin"))
     )
     # Idempotent: an existing set is kept (kubeconfigs already handed out stay valid).
     before = pki.ca_cert.read_bytes()
-    generate(tmp_path / "pki", service_ip="10.96.0.1")
+    generate(tmp_path / "pki", service_ip="10.96.0.1", node_ip="10.253.0.1")
     assert pki.ca_cert.read_bytes() == before
-    # ...unless the service range moved: the serving certificate must name the new IP.
-    generate(tmp_path / "pki", service_ip="127.96.0.1")
+    # ...unless an address moved: the serving certificates must name the new one.
+    generate(tmp_path / "pki", service_ip="10.96.0.1", node_ip="10.253.9.1")
     assert pki.ca_cert.read_bytes() != before
 
 
@@ -100,7 +105,7 @@ def test_ports_are_kept_when_free_and_replaced_when_taken(tmp_path: Path) -> Non
     import socket
 
     first = Ports.pick()
-    assert len(set(dataclasses.astuple(first))) == 5
+    assert len(set(dataclasses.astuple(first))) == len(dataclasses.fields(Ports))
     first.save(tmp_path / "cluster.json")
     assert Ports.load(tmp_path / "cluster.json") == first
     assert Ports.pick(first) == first

@@ -138,7 +138,7 @@ def test_rekognition_refusal_of_the_image_is_permanent(
 
 
 def test_rekognition_unreachable_is_temporary(credentials: None) -> None:
-    from tests.support.s3 import free_port
+    from tests.support.net import free_port
 
     settings = ModerationSettings.from_env(
         {

@@ -64,6 +64,8 @@ def test_moderation_job_with_rekognition(
 ) -> None:
     for name, value in rekognition.env.items():
         monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("PINSTER_JOB_NAME", "pinster-mod-explicit")
     rekognition.reject()
     storage = LocalStorage(env / "store")
@@ -83,7 +85,7 @@ def test_moderation_job_with_rekognition(
 def test_moderation_outage_exits_75_and_writes_no_result(
     env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tests.support.s3 import free_port
+    from tests.support.net import free_port
 
     monkeypatch.setenv("PINSTER_MODERATION_BACKEND", "rekognition")
     monkeypatch.setenv("PINSTER_REKOGNITION_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")

@@ -28,6 +28,7 @@ app.kubernetes.io/component: {{ .component }}
 
 {{- define "pinster-images.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- with .Values.image.digest }}{{ printf "@%s" . }}{{ end -}}
 {{- end -}}
 
 {{- define "pinster-images.configName" -}}
@@ -43,8 +44,6 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "pinster-images.commonEnv" -}}
 - name: PINSTER_NAMESPACE
   valueFrom: {fieldRef: {fieldPath: metadata.namespace}}
-- name: POD_IP
-  valueFrom: {fieldRef: {fieldPath: status.podIP}}
 {{- with .Values.auth.apiPublicKey.secretName }}
 - name: PINSTER_API_PUBLIC_KEY
   valueFrom: {secretKeyRef: {name: {{ . }}, key: {{ $.Values.auth.apiPublicKey.key }}}}
@@ -57,20 +56,13 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end -}}
 
-{{- define "pinster-images.storageVolume" -}}
-{{- if eq .Values.storage.backend "local" }}
-- name: storage
-  {{- toYaml .Values.storage.local.volume | nindent 2 }}
-{{- end }}
+{{/* The root file system is read-only: /tmp is the one writable place. */}}
+{{- define "pinster-images.tmpVolume" -}}
 - name: tmp
   emptyDir: {}
 {{- end -}}
 
-{{- define "pinster-images.storageMount" -}}
-{{- if eq .Values.storage.backend "local" }}
-- name: storage
-  mountPath: {{ .Values.storage.local.path }}
-{{- end }}
+{{- define "pinster-images.tmpMount" -}}
 - name: tmp
   mountPath: /tmp
 {{- end -}}
