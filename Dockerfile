@@ -48,7 +48,8 @@ RUN --mount=type=secret,id=ca-bundle \
 FROM ${BASE_IMAGE}
 # No compilers, build tools or pip here: only the interpreter and the installed venv.
 COPY --from=venv /opt/pinster /opt/pinster
-RUN useradd --uid 65532 --user-group --no-create-home --shell /usr/sbin/nologin pinster
+RUN groupadd --gid 65532 pinster \
+ && useradd --uid 65532 --gid 65532 --no-create-home --shell /usr/sbin/nologin pinster
 ENV PATH=/opt/pinster/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -56,6 +56,10 @@ test: venv host-deps binaries lint ## the whole suite: lint, unit, integration a
 run: venv host-deps ## the embedded default: devcluster, image, chart, sample uploads until Ready (stays up)
 	scripts/run
 
+.PHONY: deploy
+deploy: venv ## install onto the current kubeconfig context: REGISTRY=host/path [VALUES=file] (see scripts/deploy)
+	scripts/deploy
+
 .PHONY: stop
 stop: ## undo `make run`: uninstall, devcluster down (PURGE=1 also deletes .state/run)
 	scripts/stop

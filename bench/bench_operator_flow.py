@@ -1,26 +1,27 @@
-"""Operator throughput and latency on the devcluster, real Jobs, ``none`` moderation.
+"""Operator throughput and latency on the devcluster's node, real Jobs, ``none`` moderation.
+
+The chart is installed from the product's image, as users install it: the operator and
+the Job pods are containers run by the kubelet; storage is the devcluster's object
+store; PinsterApi is the stand-in from tests/support, on the node address.
 
 1. Single-upload latency: one ImageUpload created, time until ``Ready`` (median of a few).
-2. Throughput: N ImageUploads created at once (~200 KB JPEGs already in the local
-   storage backend, as the upload service leaves them), time until all are ``Ready``,
-   Jobs used, operator CPU seconds per upload.
+2. Throughput: N ImageUploads created at once (~200 KB JPEGs already in the upload
+   bucket, as the upload service leaves them), time until all are ``Ready``, Jobs used,
+   operator CPU seconds per upload (its container's cgroup: cpuacct).
 
-The Job pods are local processes started by the devcluster's node agent; PinsterApi is
-the stand-in from tests/support. Targets (issue 4): 1,000 uploads < 3 min on 2 cores,
-< 10 ms operator CPU per upload, single upload < 3 s.
+Targets: 1,000 uploads < 3 min on 2 cores, < 10 ms operator CPU per upload, single upload
+< 3 s. The last line: ``operator: X.X ms CPU per upload, 1000 Ready in Y.Y s``.
 
-Run: ``.venv/bin/python bench/bench_operator_flow.py [--uploads 1000] [--latency-runs 5]``.
+Run: ``.venv/bin/python bench/bench_operator_flow.py [--uploads 1000] [--latency-runs 5]``
+(needs root and no other devcluster node on the machine).
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import hashlib
 import io
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,18 +45,19 @@ from pinster_images.resource import (  # noqa: E402
     manifest,
     upload_name,
 )
-from pinster_images.storage import Area, LocalStorage, raw_key  # noqa: E402
+from pinster_images.storage import Area, Storage, StorageSettings, raw_key  # noqa: E402
+from tests.support import release  # noqa: E402
 from tests.support.crd import install_crd  # noqa: E402
 from tests.support.images import noisy_jpeg  # noqa: E402
 from tests.support.pinster_api import PinsterApi  # noqa: E402
-from tests.support.processes import JOB_RBAC, operator_service  # noqa: E402
-from tests.support.procstat import cpu_times  # noqa: E402
+from tests.support.pods import container_cpu_seconds  # noqa: E402
+from tests.support.s3 import S3Server  # noqa: E402
 
 SERVICE_URL = "http://images.bench"
 
 
 class Bench:
-    def __init__(self, api: Any, storage: LocalStorage, namespace: str) -> None:
+    def __init__(self, api: Any, storage: Storage, namespace: str) -> None:
         from kubernetes import client
 
         self.custom = client.CustomObjectsApi(api)
@@ -123,41 +125,49 @@ def run(cluster: Any, uploads: int, latency_runs: int, work: Path) -> None:
     install_crd(api)
     namespace = f"bench-{uuid.uuid4().hex[:6]}"
     client.CoreV1Api(api).create_namespace({"metadata": {"name": namespace}})
-    subprocess.run(
-        [str(cluster.bin_dir / "kubectl"), "apply", "-n", namespace, "-f", "-"],
-        input=JOB_RBAC.encode(),
-        env={**os.environ, **cluster.env},
-        check=True,
-        capture_output=True,
-    )
+    image = cluster.build_image(ROOT)
+    s3 = S3Server(cluster.s3)
+    storage_env = s3.fresh_env()
+    storage = StorageSettings.from_env(storage_env).open()
     private = keys.generate_private_key()
-    pinster_api = PinsterApi(keys.public_key_of(private), SERVICE_URL).start()
-    storage = LocalStorage(work / "storage")
-    env = {
-        **cluster.env,
-        "PINSTER_STORAGE_BACKEND": "local",
-        "PINSTER_STORAGE_DIR": str(work / "storage"),
-        "PINSTER_API_URL": pinster_api.url,
-        "PINSTER_SERVICE_URL": SERVICE_URL,
-        "PINSTER_SERVICE_PRIVATE_KEY": base64.b64encode(private).decode(),
-        "PINSTER_WATCH_NAMESPACES": namespace,
-        "PINSTER_MODERATION_BACKEND": "none",
-        "PINSTER_LOG_LEVEL": "warning",
-        "PINSTER_BATCH_MAX": "50",
-        "PINSTER_BATCH_WINDOW": "1",
-        "PINSTER_JOB_SERVICE_ACCOUNT": "pinster-job",
-    }
-    operator = operator_service(env, work).start()
+    pinster_api = PinsterApi(keys.public_key_of(private), SERVICE_URL).start(host=cluster.node_ip)
+    release.create_secrets(
+        api, namespace, api_public=keys.public_key_of(private), service_private=private, s3=s3
+    )
+    installed = release.Release("bench", namespace, cluster.kubeconfig, work)
+    values = release.values(
+        image=image,
+        namespace=namespace,
+        storage_env=storage_env,
+        s3=s3,
+        service_url=SERVICE_URL,
+        api_url=pinster_api.url,
+    )
+    installed.install(
+        release.merge(
+            values,
+            {
+                "moderation": {"backend": "none"},
+                "config": {"logLevel": "warning"},
+                "operator": {"batch": {"maxSize": 50, "windowSeconds": 1}},
+            },
+        )
+    )
+    operator_pod = (
+        client.CoreV1Api(api)
+        .list_namespaced_pod(namespace, label_selector="app.kubernetes.io/component=operator")
+        .items[0]
+        .metadata.name
+    )
     bench = Bench(api, storage, namespace)
     try:
-        assert operator.process is not None
         latencies = []
         for i in range(latency_runs):
             started = time.monotonic()
             name = bench.create(1_000_000 + i)
             bench.wait_ready({name}, timeout=60)
             latencies.append(time.monotonic() - started)
-        cpu_before = cpu_times(operator.process.pid)
+        cpu_before = container_cpu_seconds(api, namespace, operator_pod)
         started = time.monotonic()
         with ThreadPoolExecutor(16) as pool:
             names = set(pool.map(bench.create, range(uploads)))
@@ -166,13 +176,15 @@ def run(cluster: Any, uploads: int, latency_runs: int, work: Path) -> None:
         total = time.monotonic() - started
         user, system = (
             after - before
-            for after, before in zip(cpu_times(operator.process.pid), cpu_before, strict=True)
+            for after, before in zip(
+                container_cpu_seconds(api, namespace, operator_pod), cpu_before, strict=True
+            )
         )
         cpu = user + system
         jobs = client.BatchV1Api(api).list_namespaced_job(namespace).items
         accepted = len(pinster_api.accepted("/v1/images/"))
     finally:
-        operator.stop()
+        installed.uninstall()
         pinster_api.stop()
         client.CoreV1Api(api).delete_namespace(namespace)
     print(
@@ -191,6 +203,9 @@ def run(cluster: Any, uploads: int, latency_runs: int, work: Path) -> None:
         f"{cpu / uploads * 1000:.2f} ms per upload (target < 10 ms)"
     )
     print(f"PinsterApi POSTs accepted: {accepted} (expected {uploads + latency_runs})")
+    print(
+        f"operator: {cpu / uploads * 1000:.1f} ms CPU per upload, {uploads} Ready in {total:.1f} s"
+    )
 
 
 def main() -> None:

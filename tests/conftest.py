@@ -1,9 +1,12 @@
 """Fixtures shared by every suite.
 
-The devcluster fixtures start the local control plane lazily: only a test that asks for
-``devcluster``, ``kube_api``, ``namespace`` or ``kubectl`` brings it up (once per
-session, in a temporary state directory), so unit tests never pay for it. Missing
-binaries fail those tests with the message saying how to build them; nothing is skipped.
+The devcluster fixtures start the local cluster lazily: only a test that asks for
+``devcluster``, ``kube_api``, ``namespace``, ``kubectl``, ``product_image`` or an S3 or
+stand-in fixture brings it up (once per session, in a temporary state directory), so
+unit tests never pay for it. The cluster has a real node of this machine, so it needs
+root and the host packages (`make host-deps`); missing binaries, packages, or another
+devcluster holding the machine's node fail those tests with the message saying what to
+do. Nothing is skipped.
 """
 
 from __future__ import annotations
@@ -26,18 +29,22 @@ pytest_plugins = [
 
 @pytest.fixture(scope="session")
 def devcluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """A running :class:`pinster_devcluster.DevCluster` (``.kubeconfig``, ``.state_dir``,
-    ``.bin_dir``, ``.env``), stopped at the end of the session even after failures."""
+    """A running :class:`pinster_devcluster.DevCluster` with its node (``.kubeconfig``,
+    ``.state_dir``, ``.bin_dir``, ``.env``, ``.node_ip``, ``.registry``, ``.s3``), stopped
+    at the end of the session even after failures. ``.machine_before`` is this machine
+    as it was before the node started (for the test that ``down`` restores it)."""
     from pinster_devcluster import DevCluster
     from pinster_devcluster._procs import stop
     from pinster_devcluster._watchdog import watch
 
-    from pinster_images.errors import ConfigError
+    from pinster_images.errors import PermanentError
+    from tests.support.machine import snapshot
 
     cluster = DevCluster(tmp_path_factory.mktemp("devcluster"))
+    cluster.machine_before = snapshot()  # type: ignore[attr-defined]
     try:
         cluster.up()
-    except ConfigError as exc:  # binaries not built: say how, and fail rather than skip
+    except PermanentError as exc:  # binaries, packages, root, another node: say what to do
         pytest.fail(str(exc), pytrace=False)
     # Should this session be killed before its finalizers run, the cluster goes too.
     watchdog = watch(cluster)
@@ -46,6 +53,16 @@ def devcluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     finally:
         cluster.down()
         stop(watchdog, grace=1)
+
+
+@pytest.fixture(scope="session")
+def product_image(devcluster: Any) -> Any:
+    """The product's image (:class:`pinster_devcluster.ImageRef`), built from the
+    repository's Dockerfile with BuildKit and pushed to the node's registry, as `make run`
+    does; ``.pinned`` is what a Pod spec names."""
+    from pathlib import Path
+
+    return devcluster.build_image(Path(__file__).resolve().parents[1])
 
 
 @pytest.fixture(scope="session")

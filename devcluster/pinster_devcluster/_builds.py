@@ -18,7 +18,13 @@ import ssl
 import subprocess
 from pathlib import Path
 
-from pinster_devcluster._images import BuildKit, ImageRef, registry_digest, scratch_context
+from pinster_devcluster._images import (
+    BuildKit,
+    ImageRef,
+    registry_digest,
+    registry_host,
+    scratch_context,
+)
 from pinster_devcluster._rootfs import rootfs_tarball
 
 PRODUCT_REPOSITORY = "pinster-images"
@@ -55,7 +61,9 @@ def _single_binary(buildkit: BuildKit, registry: str, name: str, binary: Path) -
         return buildkit.build(context, repository=f"{registry}/{repository}", tag=tag)
 
 
-def push_node_images(buildkit: BuildKit, bin_dir: Path, registry: str, ca_cert: Path) -> dict[str, ImageRef]:
+def push_node_images(
+    buildkit: BuildKit, bin_dir: Path, registry: str, ca_cert: Path
+) -> dict[str, ImageRef]:
     """Build and push pause and CoreDNS where the registry lacks them; return both."""
     refs = {}
     for key, name in (("pause", pause_name(bin_dir)), ("coredns", coredns_name(bin_dir))):
@@ -68,7 +76,9 @@ def push_node_images(buildkit: BuildKit, bin_dir: Path, registry: str, ca_cert: 
     return refs
 
 
-def base_image(buildkit: BuildKit, cache_dir: Path, registry: str, ca_cert: Path | None) -> ImageRef:
+def base_image_ref(
+    buildkit: BuildKit, cache_dir: Path, registry: str, ca_cert: Path | None
+) -> ImageRef:
     """Debian bookworm with python3, pushed to ``registry`` (once per rootfs)."""
     tarball = rootfs_tarball(cache_dir)
     repository, tag = "devcluster/python", f"3.11-bookworm-{tarball.stem.rsplit('-', 1)[-1]}"
@@ -83,6 +93,7 @@ def base_image(buildkit: BuildKit, cache_dir: Path, registry: str, ca_cert: Path
 def source_revision(context: Path) -> str:
     """The git revision of ``context``, with ``-dirty`` when the work tree has changes
     (the digest still tells two dirty builds apart)."""
+
     def git(*args: str) -> str:
         return subprocess.run(
             ["git", "-C", str(context), *args], capture_output=True, text=True, check=False
@@ -111,15 +122,16 @@ def product_image(
     context: Path,
     *,
     registry: str,
-    base: ImageRef | None,
+    base: str | None,
     repository: str = PRODUCT_REPOSITORY,
     tag: str | None = None,
     extras: str = "",
 ) -> ImageRef:
-    """The repository's Dockerfile, built and pushed as ``registry/repository:tag``."""
+    """The repository's Dockerfile, built from ``base`` (None: the Dockerfile's default,
+    python:3.11-slim) and pushed as ``registry/repository:tag``."""
     build_args = {"EXTRAS": extras} if extras else {}
     if base is not None:
-        build_args["BASE_IMAGE"] = base.pinned
+        build_args["BASE_IMAGE"] = base
     bundle = ca_bundle()
     return buildkit.build(
         context,
@@ -128,3 +140,33 @@ def product_image(
         build_args=build_args,
         secrets={"ca-bundle": bundle} if bundle else None,
     )
+
+
+def build_and_push(
+    bin_dir: Path,
+    cache_dir: Path,
+    context: Path,
+    *,
+    registry: str,
+    registry_ca: Path | None = None,
+    base_image: str | None = None,
+    repository: str = PRODUCT_REPOSITORY,
+    tag: str | None = None,
+    extras: str = "",
+) -> ImageRef:
+    """The product's image into ``registry`` (any registry: the node's, or a user's, with
+    credentials from the Docker config as buildctl reads it). Its base is the Debian
+    bookworm made here and pushed beside it, unless ``base_image`` names another."""
+    cas = {registry_host(registry): registry_ca} if registry_ca else {}
+    with BuildKit(bin_dir, cache_dir, registry_cas=cas) as buildkit:
+        if base_image is None:
+            base_image = base_image_ref(buildkit, cache_dir, registry, registry_ca).pinned
+        return product_image(
+            buildkit,
+            context,
+            registry=registry,
+            base=base_image,
+            repository=repository,
+            tag=tag,
+            extras=extras,
+        )

@@ -171,7 +171,11 @@ class DevCluster:
         return paths.pki_dir(self.state_dir) / "ca.crt"
 
     def components(self) -> tuple[str, ...]:
-        return COMPONENTS if self.node else CONTROL_PLANE
+        """The components this cluster runs: as it was started (cluster.json), else as
+        this object was asked to start it."""
+        layout = self._saved_layout()
+        node = layout.node if layout is not None else self.node
+        return COMPONENTS if node else CONTROL_PLANE
 
     def info(self) -> dict[str, object]:
         """What a script needs to deploy onto this cluster (``devcluster info``)."""
@@ -201,12 +205,17 @@ class DevCluster:
     def up(self) -> UpResult:
         started_at = time.monotonic()
         check_bin_dir(self.bin_dir, node=self.node)
+        wanted = COMPONENTS if self.node else CONTROL_PLANE
         with self._lock():
             if self.node:
                 self._claim_machine()
             states = {s.name: s.state for s in self.status()}
-            running = [c for c in self.components() if states[c] == "running"]
-            if len(running) == len(self.components()) and self._apiserver_ready():
+            running = [c for c in wanted if states[c] == "running"]
+            if (
+                len(running) == len(wanted)
+                and self.components() == wanted
+                and self._apiserver_ready()
+            ):
                 return UpResult(time.monotonic() - started_at, True, self.kubeconfig)
             if any(state in ("running", "crashed") for state in states.values()):
                 # Half a cluster is no cluster: start again from a clean process table
@@ -264,21 +273,21 @@ class DevCluster:
         self,
         context: Path,
         *,
-        registry: str | None = None,
         repository: str = _builds.PRODUCT_REPOSITORY,
         tag: str | None = None,
         extras: str = "",
     ) -> ImageRef:
-        """Build the Dockerfile in ``context`` and push it to ``registry`` (default: this
-        cluster's), from the Debian base made here."""
-        layout = self._layout()
-        target = registry or layout.registry
-        cas = {layout.registry: self.ca_cert}
-        with BuildKit(self.bin_dir, self.cache_dir, registry_cas=cas) as buildkit:
-            base = _builds.base_image(buildkit, self.cache_dir, layout.registry, self.ca_cert)
-            return _builds.product_image(
-                buildkit, context, registry=target, base=base, repository=repository, tag=tag, extras=extras
-            )
+        """Build the Dockerfile in ``context`` and push it to this cluster's registry."""
+        return _builds.build_and_push(
+            self.bin_dir,
+            self.cache_dir,
+            context,
+            registry=self._layout().registry,
+            registry_ca=self.ca_cert,
+            repository=repository,
+            tag=tag,
+            extras=extras,
+        )
 
     # -- internals --------------------------------------------------------------------------
 
@@ -355,7 +364,11 @@ class DevCluster:
         pki = generate(paths.pki_dir(self.state_dir), service_ip=SERVICE_IP, node_ip=NODE_IP)
         for user, target, cert_name in (
             ("admin", self.kubeconfig, "admin"),
-            (CONTROLLER_MANAGER, layout.client_kubeconfig(CONTROLLER_MANAGER), "controller-manager"),
+            (
+                CONTROLLER_MANAGER,
+                layout.client_kubeconfig(CONTROLLER_MANAGER),
+                "controller-manager",
+            ),
             (SCHEDULER, layout.client_kubeconfig(SCHEDULER), "scheduler"),
             (KUBELET, layout.client_kubeconfig(KUBELET), "kubelet"),
             (KUBE_PROXY, layout.client_kubeconfig(KUBE_PROXY), "kube-proxy"),
@@ -452,8 +465,12 @@ class DevCluster:
             lambda: _health.ok(f"https://{layout.registry}/v2/", registry_ca),
             f"registry https://{layout.registry}/v2/",
         )
-        with BuildKit(self.bin_dir, self.cache_dir, registry_cas={layout.registry: layout.pki.ca_cert}) as buildkit:
-            images = _builds.push_node_images(buildkit, self.bin_dir, layout.registry, layout.pki.ca_cert)
+        with BuildKit(
+            self.bin_dir, self.cache_dir, registry_cas={layout.registry: layout.pki.ca_cert}
+        ) as buildkit:
+            images = _builds.push_node_images(
+                buildkit, self.bin_dir, layout.registry, layout.pki.ca_cert
+            )
         wait(layout.containerd_socket.exists, f"containerd socket {layout.containerd_socket}")
         wait(
             lambda: _health.ok(f"{layout.objectstore_url}/minio/health/ready"),

@@ -81,6 +81,9 @@ class Ports:
 
 def _free(host: str, port: int) -> bool:
     with socket.socket() as sock:
+        # As the Go servers bind: a port whose old connections linger in TIME_WAIT (a
+        # restart) is free.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:

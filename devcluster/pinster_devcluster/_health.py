@@ -12,7 +12,9 @@ from pinster_devcluster._network import NODE_IP
 from pinster_devcluster._pki import Pki
 
 _TIMEOUT = 2.0
-_LOCAL = tuple(f"{scheme}://{host}:" for scheme in ("http", "https") for host in ("127.0.0.1", NODE_IP))
+_LOCAL = tuple(
+    f"{scheme}://{host}:" for scheme in ("http", "https") for host in ("127.0.0.1", NODE_IP)
+)
 
 
 def admin_context(pki: Pki) -> ssl.SSLContext:

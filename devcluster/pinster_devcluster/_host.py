@@ -17,6 +17,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from pinster_images.errors import PermanentError
@@ -171,7 +172,9 @@ def kill_cgroup_trees(names: Iterable[str], timeout: float = 10.0) -> int:
         if not pids:
             break
         if time.monotonic() > deadline:
-            raise HostError(f"processes survived SIGKILL in {[str(t) for t in trees]}: {sorted(pids)}")
+            raise HostError(
+                f"processes survived SIGKILL in {[str(t) for t in trees]}: {sorted(pids)}"
+            )
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -248,49 +251,49 @@ def unmount_under(directories: Iterable[Path]) -> list[Path]:
 # -- iptables --------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ChainRemoval:
+    """What to delete from one iptables-save dump: the rules of other chains that jump
+    into ours (table, rule argv after ``-A``), then our chains (table, chain)."""
+
+    jumps: list[tuple[str, list[str]]]
+    chains: list[tuple[str, str]]
+
+
+def chains_to_remove(dump: str, prefixes: Sequence[str]) -> ChainRemoval:
+    """Read an ``iptables-save`` dump: every chain named with one of ``prefixes``, and
+    every rule elsewhere (a built-in chain's) that jumps to one of them."""
+    table = ""
+    jumps: list[tuple[str, list[str]]] = []
+    chains: list[tuple[str, str]] = []
+    for line in dump.splitlines():
+        if line.startswith("*"):
+            table = line[1:]
+        elif line.startswith(":"):
+            chain = line[1:].split()[0]
+            if chain.startswith(tuple(prefixes)):
+                chains.append((table, chain))
+        elif line.startswith("-A "):
+            # iptables-save quotes comments as a shell would.
+            argv = shlex.split(line)[1:]
+            target = argv[argv.index("-j") + 1] if "-j" in argv else ""
+            if not argv[0].startswith(tuple(prefixes)) and target.startswith(tuple(prefixes)):
+                jumps.append((table, argv))
+    return ChainRemoval(jumps, chains)
+
+
 def remove_iptables_chains(prefixes: Sequence[str]) -> list[str]:
     """Delete every chain whose name starts with one of ``prefixes`` and every rule that
     jumps to one, in each table of iptables and ip6tables. Returns what was removed."""
     removed = []
     for tool in ("iptables", "ip6tables"):
-        dump = run([f"{tool}-save"], check=False).stdout
-        table = ""
-        ours: dict[str, list[str]] = {}
-        jumps: list[tuple[str, str]] = []
-        for line in dump.splitlines():
-            if line.startswith("*"):
-                table = line[1:]
-            elif line.startswith(":"):
-                chain = line[1:].split()[0]
-                if chain.startswith(tuple(prefixes)):
-                    ours.setdefault(table, []).append(chain)
-            elif line.startswith("-A "):
-                parts = line.split()
-                chain = parts[1]
-                target = parts[parts.index("-j") + 1] if "-j" in parts else ""
-                if not chain.startswith(tuple(prefixes)) and target.startswith(tuple(prefixes)):
-                    jumps.append((table, line))
-        for tbl, rule in jumps:
-            # iptables-save quotes comments as a shell would.
-            run([tool, "-t", tbl, "-D", *shlex.split(rule)[1:]], check=False)
-            removed.append(f"{tool} -t {tbl} {rule}")
-        for tbl, chains in ours.items():
-            for chain in chains:
-                run([tool, "-t", tbl, "-F", chain], check=False)
-            for chain in chains:
-                if run([tool, "-t", tbl, "-X", chain], check=False).returncode == 0:
-                    removed.append(f"{tool} -t {tbl} chain {chain}")
+        plan = chains_to_remove(run([f"{tool}-save"], check=False).stdout, prefixes)
+        for table, rule in plan.jumps:
+            run([tool, "-t", table, "-D", *rule], check=False)
+            removed.append(f"{tool} -t {table} -D {' '.join(rule)}")
+        for table, chain in plan.chains:  # flushed first: ours may jump to each other
+            run([tool, "-t", table, "-F", chain], check=False)
+        for table, chain in plan.chains:
+            if run([tool, "-t", table, "-X", chain], check=False).returncode == 0:
+                removed.append(f"{tool} -t {table} -X {chain}")
     return removed
-
-
-def iptables_chains(prefixes: Sequence[str]) -> list[str]:
-    """``tool table chain`` of every chain with one of ``prefixes`` (for checks)."""
-    found = []
-    for tool in ("iptables", "ip6tables"):
-        table = ""
-        for line in run([f"{tool}-save"], check=False).stdout.splitlines():
-            if line.startswith("*"):
-                table = line[1:]
-            elif line.startswith(":") and line[1:].startswith(tuple(prefixes)):
-                found.append(f"{tool} {table} {line[1:].split()[0]}")
-    return found

@@ -64,10 +64,18 @@ def registry_context(ca_cert: Path | None) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(ca_cert) if ca_cert else None)
 
 
+def registry_host(registry: str) -> str:
+    """``host[:port]`` of ``host[:port][/path]``: what TLS and credentials are keyed by."""
+    return registry.split("/", 1)[0]
+
+
 def registry_digest(registry: str, name: str, tag: str, ca_cert: Path | None) -> str | None:
-    """The digest ``registry`` has for ``name:tag``, or None when it has none."""
+    """The digest ``registry`` (``host[:port][/path]``) has for ``name:tag``; None when it
+    has none, or will not say without credentials (then the image is pushed again)."""
+    host, _, prefix = registry.partition("/")
+    path = f"{prefix}/{name}" if prefix else name
     request = urllib.request.Request(
-        f"https://{registry}/v2/{name}/manifests/{tag}",
+        f"https://{host}/v2/{path}/manifests/{tag}",
         method="HEAD",
         headers={
             "Accept": ", ".join(
@@ -81,11 +89,13 @@ def registry_digest(registry: str, name: str, tag: str, ca_cert: Path | None) ->
         },
     )
     try:
-        with urllib.request.urlopen(request, timeout=5, context=registry_context(ca_cert)) as answer:  # noqa: S310
+        context = registry_context(ca_cert)
+        # https only (the URL is built above): S310's concern, file: URLs, does not apply.
+        with urllib.request.urlopen(request, timeout=5, context=context) as answer:  # noqa: S310
             digest = answer.headers.get("Docker-Content-Digest")
             return str(digest) if digest else None
     except urllib.error.HTTPError as exc:
-        if exc.code == 404:
+        if exc.code in (401, 403, 404):
             return None
         raise BuildError(f"registry {registry} answered {exc.code} for {name}:{tag}") from exc
     except (urllib.error.URLError, OSError) as exc:
@@ -167,10 +177,15 @@ class BuildKit:
             assert self._record is not None
             if not _procs.is_alive(self._record):
                 raise BuildError(f"buildkitd exited at start:\n{_tail(self.log)}")
-            if self.socket.exists() and self._buildctl(["debug", "workers"], check=False).returncode == 0:
+            if (
+                self.socket.exists()
+                and self._buildctl(["debug", "workers"], check=False).returncode == 0
+            ):
                 return
             if time.monotonic() > deadline:
-                raise BuildError(f"buildkitd not ready after {self.timeout:.0f}s:\n{_tail(self.log)}")
+                raise BuildError(
+                    f"buildkitd not ready after {self.timeout:.0f}s:\n{_tail(self.log)}"
+                )
             time.sleep(0.1)
 
     def __exit__(

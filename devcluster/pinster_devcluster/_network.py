@@ -20,6 +20,7 @@ import json
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pinster_devcluster._host import HostError, run
 
@@ -61,11 +62,12 @@ class Addresses:
         return cls(frozenset(links), owners)
 
 
-def _overlapping_routes() -> list[str]:
-    """Routes of other interfaces that cover one of our ranges (another network there)."""
+def overlapping_routes(routes: list[dict[str, Any]]) -> list[str]:
+    """Routes (``ip -j route`` entries) of other interfaces that cover one of our ranges:
+    another network is there, and Pods or the node would be routed into it."""
     ours = [ipaddress.ip_network(n) for n in (POD_CIDR, SERVICE_CIDR, f"{NODE_IP}/32")]
     clashes = []
-    for route in json.loads(run(["ip", "-j", "route", "show"]).stdout or "[]"):
+    for route in routes:
         dst, dev = route.get("dst", ""), route.get("dev", "")
         if dst == "default" or dev in (NODE_BRIDGE, POD_BRIDGE):
             continue
@@ -85,7 +87,7 @@ def check_free() -> None:
                 f"{address} is already assigned to {owner}; the devcluster node needs it "
                 f"on {expected}. Remove it from {owner} or stop what uses it."
             )
-    clashes = _overlapping_routes()
+    clashes = overlapping_routes(json.loads(run(["ip", "-j", "route", "show"]).stdout or "[]"))
     if clashes:
         raise HostError(
             f"routes of this machine overlap the devcluster's ranges ({POD_CIDR}, "
@@ -126,13 +128,6 @@ def setup() -> None:
     Path("/proc/sys/net/ipv4/ip_forward").write_text("1")
 
 
-def guard_installed() -> bool:
-    result = subprocess.run(
-        ["nft", "list", "table", "inet", GUARD_TABLE], capture_output=True, text=True, check=False
-    )
-    return result.returncode == 0 and "admin-prohibited" in result.stdout
-
-
 def teardown() -> list[str]:
     """Remove the bridges (their veths went with the pods' namespaces) and the guard.
     Returns what was removed."""
@@ -144,7 +139,7 @@ def teardown() -> list[str]:
             removed.append(f"link {name}")
     # Veths whose pod namespace is gone already vanished; any left on our bridge would
     # have been deleted with it.
-    if guard_installed() or _table_exists():
+    if _table_exists():
         run(["nft", "delete", "table", "inet", GUARD_TABLE])
         removed.append(f"nft table inet {GUARD_TABLE}")
     return removed

@@ -44,7 +44,9 @@ class S3Endpoint:
             aws_secret_access_key=self.secret_key,
         )
 
-    def env(self, upload_bucket: str | None = None, public_bucket: str | None = None) -> dict[str, str]:
+    def env(
+        self, upload_bucket: str | None = None, public_bucket: str | None = None
+    ) -> dict[str, str]:
         """The PINSTER_* and AWS_* variables of a process that stores images here."""
         return {
             "AWS_ACCESS_KEY_ID": self.access_key,

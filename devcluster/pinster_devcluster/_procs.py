@@ -192,7 +192,7 @@ def stop(record: ProcessRecord, grace: float) -> list[ProcessRecord]:
     members = family(record)
     leader = [m for m in members if m.pid == record.pid]
     others = [m for m in members if m.pid != record.pid]
-    # The leader first, so that e.g. the node agent can stop its containers itself.
+    # The leader first, so that it can stop what it started itself (etcd's clean close).
     _signal(leader, signal.SIGTERM)
     wait_gone(leader, grace)
     _signal(others, signal.SIGTERM)

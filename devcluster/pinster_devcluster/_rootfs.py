@@ -34,7 +34,14 @@ def rootfs_tarball(cache_dir: Path, mirror: str = DEFAULT_MIRROR) -> Path:
     with tempfile.TemporaryDirectory(prefix="rootfs-", dir=target.parent) as work:
         root = Path(work) / "root"
         result = subprocess.run(
-            ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(root), mirror],
+            [
+                "debootstrap",
+                "--variant=minbase",
+                f"--include={','.join(PACKAGES)}",
+                SUITE,
+                str(root),
+                mirror,
+            ],
             capture_output=True,
             text=True,
             check=False,

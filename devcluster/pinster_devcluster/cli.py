@@ -9,6 +9,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from pinster_devcluster._builds import build_and_push
 from pinster_devcluster._cluster import DevCluster
 from pinster_devcluster._settings import DevClusterSettings
 from pinster_images import logs
@@ -57,11 +58,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     image.add_argument("--context", type=Path, default=Path(), help="build context (default: .)")
     image.add_argument(
-        "--registry", help="push to this registry (host[:port][/path]; default: the node's registry)"
+        "--registry",
+        help="push to this registry (host[:port][/path]; default: the devcluster's, which "
+        "must be up); credentials from the Docker config (~/.docker/config.json)",
+    )
+    image.add_argument(
+        "--registry-ca", type=Path, help="CA bundle the registry's certificate is signed by"
+    )
+    image.add_argument(
+        "--base-image",
+        help="the Dockerfile's BASE_IMAGE (default: Debian bookworm with python3, made here "
+        "and pushed beside the image; python:3.11-slim-bookworm where Docker Hub is reachable)",
     )
     image.add_argument("--repository", default="pinster-images", help="image name in the registry")
     image.add_argument("--tag", help="default: the git revision of the context (-dirty if changed)")
-    image.add_argument("--extras", default="", help="the image's EXTRAS build argument, e.g. nudenet")
+    image.add_argument(
+        "--extras", default="", help="the image's EXTRAS build argument, e.g. nudenet"
+    )
     return parser
 
 
@@ -123,13 +136,25 @@ def main(argv: list[str] | None = None) -> int:
             print(f"export KUBECONFIG={shlex.quote(str(cluster.kubeconfig))}")
             print(f'export PATH={shlex.quote(str(cluster.bin_dir))}:"$PATH"')
             return 0
-        image = cluster.build_image(
-            args.context.absolute(),
-            registry=args.registry,
-            repository=args.repository,
-            tag=args.tag,
-            extras=args.extras,
-        )
+        if args.registry is None:
+            image = cluster.build_image(
+                args.context.absolute(),
+                repository=args.repository,
+                tag=args.tag,
+                extras=args.extras,
+            )
+        else:
+            image = build_and_push(
+                cluster.bin_dir,
+                cluster.cache_dir,
+                args.context.absolute(),
+                registry=args.registry,
+                registry_ca=args.registry_ca,
+                base_image=args.base_image,
+                repository=args.repository,
+                tag=args.tag,
+                extras=args.extras,
+            )
         print(image)
         return 0
     except PinsterError as exc:

@@ -7,6 +7,8 @@ Each subcommand lives with its role and is imported only when used, so that
 from __future__ import annotations
 
 import importlib
+import os
+import signal
 import sys
 
 from pinster_images import __version__
@@ -18,7 +20,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "job": ("pinster_jobs.cli", "run moderation or thumbnail work for uploads (Job pods)"),
     "upload": ("pinster_ingress.client", "upload image files, optionally wait until Ready"),
     "keys": ("pinster_images.keys", "generate and show development JWT key pairs"),
-    "devcluster": ("pinster_devcluster.cli", "local Kubernetes control plane for dev and tests"),
+    "devcluster": (
+        "pinster_devcluster.cli",
+        "local Kubernetes cluster with a real node (dev, tests)",
+    ),
 }
 
 
@@ -30,7 +35,18 @@ def usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
+    try:
+        code = _dispatch(sys.argv[1:] if argv is None else argv)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`pinster-images --help | head -1`): stop quietly, as
+        # command-line tools do on SIGPIPE; the interpreter's final flush must not fail.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+    return code
+
+
+def _dispatch(args: list[str]) -> int:
     if not args or args[0] in ("-h", "--help", "help"):
         print(usage())
         return 0

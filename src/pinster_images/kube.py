@@ -13,7 +13,8 @@ SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/toke
 def api_client(kubeconfig: str | None = None) -> client.ApiClient:
     """An ApiClient for the service account when running in a Pod, else for the
     kubeconfig named by the argument, ``$KUBECONFIG`` or ``~/.kube/config``."""
-    # The devcluster's node agent gives Pods a KUBECONFIG instead of a mounted token.
+    # In a Pod with its service-account token mounted; elsewhere (a shell, or a Pod that
+    # opted out of the token and mounts a kubeconfig) the kubeconfig.
     in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and SERVICE_ACCOUNT_TOKEN.exists()
     if kubeconfig is None and in_cluster:
         configuration = client.Configuration()

@@ -1,12 +1,14 @@
-"""The product end to end on the devcluster: the upload service and the operator as real
-subprocesses, Job pods run by the node agent, moto S3 over HTTP, and HTTP stand-ins of
-PinsterApi (verifying the JWT it receives) and Rekognition.
+"""The product end to end on the devcluster's node, installed by its chart: the upload
+service, the operator and the Job pods run the product's image as containers; S3 is the
+devcluster's object store; HTTP stand-ins of PinsterApi (verifying the JWT it receives)
+and Rekognition listen on the node address, where the Pods reach them.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,10 +21,11 @@ import requests
 
 from pinster_images import keys
 from pinster_images.resource import GROUP, LABEL_MD5, PLURAL, VERSION
+from tests.support import release
 from tests.support.images import jpeg
 from tests.support.kube import Kubectl
 from tests.support.pinster_api import PinsterApi
-from tests.support.processes import JOB_RBAC, Service, ingress_service, operator_service
+from tests.support.pods import kill_container
 from tests.support.rekognition import RekognitionStandIn
 from tests.support.s3 import S3Server
 from tests.support.waiting import wait_for
@@ -30,6 +33,9 @@ from tests.support.waiting import wait_for
 SERVICE_URL = "http://images.e2e.test"
 SIZES = ("400x300", "128xauto")
 TERMINAL = ("Ready", "Rejected", "Failed")
+RELEASE = "e2e"
+OPERATOR = f"{RELEASE}-pinster-images-operator"
+INGRESS = f"{RELEASE}-pinster-images"
 
 
 @dataclass
@@ -41,25 +47,57 @@ class Stack:
     kubectl: Kubectl
     api: PinsterApi
     s3: S3Server
-    env: dict[str, str]
+    storage_env: dict[str, str]
+    values: dict[str, Any]
     api_private: bytes
-    log_dir: Path
-    operator: Service | None = None
-    ingress: Service | None = None
+    release: release.Release
+    url: str = ""
 
-    def start(self, **overrides: str) -> Stack:
-        env = {**self.env, **overrides}
-        self.ingress = ingress_service(env, self.log_dir).start()
-        self.operator = operator_service(env, self.log_dir).start()
+    def start(self, **more: Any) -> Stack:
+        """Install the chart with these values (merged over the stack's own)."""
+        self.release.install(release.merge(self.values, more))
+        from kubernetes import client
+
+        service = client.CoreV1Api(self.kube_api).read_namespaced_service(INGRESS, self.namespace)
+        self.url = f"http://{service.spec.cluster_ip}:{service.spec.ports[0].port}"
+        wait_for(self._healthy, 30, what="the upload Service through kube-proxy")
         return self
 
+    def _healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/healthz", timeout=5) as answer:
+                return bool(answer.status == 200)
+        except OSError:
+            return False
+
     def stop(self) -> None:
-        for service in (self.operator, self.ingress):
-            if service is not None:
-                service.stop()
+        self.release.uninstall()
+
+    def operator_pod(self) -> str:
+        from kubernetes import client
+
+        pods = client.CoreV1Api(self.kube_api).list_namespaced_pod(
+            self.namespace, label_selector="app.kubernetes.io/component=operator"
+        )
+        [pod] = [p for p in pods.items if not p.metadata.deletion_timestamp]
+        return str(pod.metadata.name)
+
+    def kill_operator(self) -> None:
+        """SIGKILL the operator's container; the kubelet restarts it in the same Pod."""
+        from kubernetes import client
+
+        pod = self.operator_pod()
+        restarts = kill_container(self.kube_api, self.namespace, pod)
+        core = client.CoreV1Api(self.kube_api)
+
+        def restarted() -> bool:
+            status = core.read_namespaced_pod(pod, self.namespace).status
+            [container] = status.container_statuses
+            return bool(container.restart_count > restarts and container.ready)
+
+        wait_for(restarted, 120, what="the operator's container restarted and ready")
 
     def upload(self, data: bytes, imageable_id: str = "42") -> dict[str, Any]:
-        assert self.ingress is not None
         token = keys.mint(
             self.api_private,
             issuer=self.api.url,
@@ -69,7 +107,7 @@ class Stack:
         )
         uri = "data:image/jpeg;base64," + base64.b64encode(data).decode()
         response = requests.post(
-            self.ingress.health_url.removesuffix("/healthz") + "/",
+            f"{self.url}/",
             json={"data": {"image": uri, "name": "A pin picture"}},
             headers={"Authorization": f"Bearer {token}"},
             timeout=30,
@@ -95,8 +133,11 @@ class Stack:
             return wait_for(terminal, timeout=timeout, what=f"{name} to finish")
         except TimeoutError:
             print(self.kubectl("get", "iu,jobs,pods", "-n", self.namespace, "-o", "wide"))
-            if self.operator is not None:
-                print(self.operator.logs()[-6000:])
+            print(
+                self.kubectl.run(
+                    "logs", "-n", self.namespace, f"deploy/{OPERATOR}", check=False
+                ).stdout[-6000:]
+            )
             raise
 
     def jobs(self) -> list[dict[str, Any]]:
@@ -105,7 +146,7 @@ class Stack:
         )
 
     def public_keys(self) -> set[str]:
-        bucket = self.env["PINSTER_S3_PUBLIC_BUCKET"]
+        bucket = self.storage_env["PINSTER_S3_PUBLIC_BUCKET"]
         listed = self.s3.client().list_objects_v2(Bucket=bucket)
         return {item["Key"] for item in listed.get("Contents", [])}
 
@@ -117,42 +158,71 @@ def stack(
     kubectl: Kubectl,
     crd_installed: str,
     devcluster: Any,
+    product_image: Any,
     s3_server: S3Server,
-    pinster_api: PinsterApi,
+    node_pinster_api: PinsterApi,
     service_keys: tuple[bytes, bytes],
     tmp_path: Path,
 ) -> Iterator[Stack]:
-    # What the chart gives the Job pods: a service account that may read ImageUploads.
-    kubectl("apply", "-n", namespace, "-f", "-", input=JOB_RBAC)
-    pinster_api.service_url = SERVICE_URL  # the issuer it expects in our tokens
+    node_pinster_api.service_url = SERVICE_URL  # the issuer it expects in our tokens
     api_private = keys.generate_private_key()
+    release.create_secrets(
+        kube_api,
+        namespace,
+        api_public=keys.public_key_of(api_private),
+        service_private=service_keys[0],
+        s3=s3_server,
+    )
     storage_env = s3_server.fresh_env()
-    env = {
-        **devcluster.env,
-        **storage_env,
-        "PINSTER_SERVICE_URL": SERVICE_URL,
-        "PINSTER_API_URL": pinster_api.url,
-        "PINSTER_API_PUBLIC_KEY": base64.b64encode(keys.public_key_of(api_private)).decode(),
-        "PINSTER_SERVICE_PRIVATE_KEY": base64.b64encode(service_keys[0]).decode(),
-        "PINSTER_NAMESPACE": namespace,
-        "PINSTER_WATCH_NAMESPACES": namespace,
-        "PINSTER_THUMBNAIL_SIZES": ",".join(SIZES),
-        "PINSTER_MODERATION_BACKEND": "none",
-        "PINSTER_LOG_FORMAT": "text",
-        "PINSTER_BATCH_WINDOW": "0.5",
-        "PINSTER_POLL_INTERVAL": "2",
-        "PINSTER_NOTIFY_BACKOFF_INITIAL": "0.5",
-        "PINSTER_NOTIFY_BACKOFF_MAX": "2",
-        "PINSTER_JOB_BACKOFF_LIMIT": "1",
-        "PINSTER_JOB_SERVICE_ACCOUNT": "pinster-job",
-        "PINSTER_JOB_ATTEMPTS": "2",
-        "PINSTER_JOB_PASS_ENV": "AWS_ACCESS_KEY_ID,AWS_SECRET_ACCESS_KEY,AWS_DEFAULT_REGION",
-    }
-    result = Stack(namespace, kube_api, kubectl, pinster_api, s3_server, env, api_private, tmp_path)
+    values = release.merge(
+        release.values(
+            image=product_image,
+            namespace=namespace,
+            storage_env=storage_env,
+            s3=s3_server,
+            service_url=SERVICE_URL,
+            api_url=node_pinster_api.url,
+        ),
+        {
+            "config": {"thumbnailSizes": list(SIZES), "logFormat": "text"},
+            "moderation": {"backend": "none"},
+            "operator": {
+                "batch": {"windowSeconds": 0.5},
+                "extraEnv": [
+                    {"name": "PINSTER_POLL_INTERVAL", "value": "2"},
+                    {"name": "PINSTER_NOTIFY_BACKOFF_INITIAL", "value": "0.5"},
+                    {"name": "PINSTER_NOTIFY_BACKOFF_MAX", "value": "2"},
+                ],
+            },
+            "jobs": {"backoffLimit": 1, "attempts": 2},
+        },
+    )
+    result = Stack(
+        namespace,
+        kube_api,
+        kubectl,
+        node_pinster_api,
+        s3_server,
+        storage_env,
+        values,
+        api_private,
+        release.Release(RELEASE, namespace, devcluster.kubeconfig, tmp_path),
+    )
     try:
         yield result
     finally:
         result.stop()
+
+
+def rekognition_values(stand_in: RekognitionStandIn) -> dict[str, Any]:
+    """The chart's moderation values for the stand-in (the Job pods sign with the S3
+    credentials of the chart's Secret; the stand-in takes any)."""
+    return {
+        "moderation": {
+            "backend": "rekognition",
+            "rekognition": {"endpointUrl": stand_in.endpoint_url, "region": "us-east-1"},
+        }
+    }
 
 
 def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
@@ -226,13 +296,14 @@ def test_pinster_api_503_for_a_while_then_ready(stack: Stack) -> None:
 
 
 def test_failing_job_is_retried_then_failed_with_a_visible_reason(
-    stack: Stack, rekognition: RekognitionStandIn
+    stack: Stack, node_rekognition: RekognitionStandIn
 ) -> None:
+    rekognition = node_rekognition
     # Rekognition throttles for good: the moderation pod exits non-zero (temporary
     # trouble), the Job uses its backoffLimit and fails; the operator tries a second
     # Job (PINSTER_JOB_ATTEMPTS=2), then marks the upload Failed.
     rekognition.throttle(1_000_000)
-    stack.start(**rekognition.env)
+    stack.start(**rekognition_values(rekognition))
     accepted = stack.upload(jpeg(320, 240))
     obj = stack.wait_terminal(accepted["name"], timeout=300)
     assert obj["status"]["phase"] == "Failed"
@@ -254,10 +325,11 @@ def test_failing_job_is_retried_then_failed_with_a_visible_reason(
 
 
 def test_flagged_image_is_rejected_and_never_published(
-    stack: Stack, rekognition: RekognitionStandIn
+    stack: Stack, node_rekognition: RekognitionStandIn
 ) -> None:
+    rekognition = node_rekognition
     rekognition.reject()
-    stack.start(**rekognition.env)
+    stack.start(**rekognition_values(rekognition))
     accepted = stack.upload(jpeg(640, 480))
     obj = stack.wait_terminal(accepted["name"])
     assert obj["status"]["phase"] == "Rejected"
@@ -285,9 +357,7 @@ def test_operator_killed_mid_stage_resumes_without_duplicates(stack: Stack, stag
         return any((stack.get(n).get("status") or {}).get("phase") == stage for n in names)
 
     wait_for(reached, timeout=120, what=f"an upload in {stage}")
-    assert stack.operator is not None
-    stack.operator.kill()
-    stack.operator.start()
+    stack.kill_operator()
     finished = [stack.wait_terminal(n) for n in names]
     assert [o["status"]["phase"] for o in finished] == ["Ready"] * 3
     per_upload: dict[str, int] = {}
@@ -302,7 +372,7 @@ def test_operator_killed_mid_stage_resumes_without_duplicates(stack: Stack, stag
 
 def test_200_uploads_at_once_share_jobs(stack: Stack) -> None:
     count = 200
-    stack.start(PINSTER_BATCH_WINDOW="2", PINSTER_BATCH_MAX="20")
+    stack.start(operator={"batch": {"windowSeconds": 2, "maxSize": 20}})
     images = [jpeg(160, 120 + i) for i in range(count)]
     with ThreadPoolExecutor(8) as pool:
         accepted = list(
@@ -314,7 +384,17 @@ def test_200_uploads_at_once_share_jobs(stack: Stack) -> None:
     ] * count
     jobs = stack.jobs()
     print(f"{count} uploads -> {len(jobs)} Jobs")
-    assert len(jobs) <= count // 5, f"{len(jobs)} Jobs for {count} uploads: too little batching"
+    for stage in ("moderation", "thumbnail"):
+        carried = [
+            len(json.loads(j["metadata"]["annotations"]["images.pinster.io/uploads"]))
+            for j in jobs
+            if j["metadata"]["labels"]["images.pinster.io/stage"] == stage
+        ]
+        # Every upload went through one Job per stage; without batching there would be
+        # `count` Jobs per stage. Uploads arrive over a few seconds (one upload-service
+        # replica), so batches fill to at least 5 on average, not to the maximum.
+        assert sum(carried) == count, (stage, carried)
+        assert len(carried) <= count // 5, f"{stage}: {len(carried)} Jobs for {count} uploads"
     assert sorted(
         r.headers["idempotency-key"] for r in stack.api.accepted("/v1/images/")
     ) == sorted(names)

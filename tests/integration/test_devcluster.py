@@ -1,7 +1,9 @@
 """The devcluster control plane: API server behaviour, and the up/status/down lifecycle.
 
-Lifecycle tests run their own clusters in their own state directories, so killing and
-stopping components never disturbs the session cluster the other tests share.
+Lifecycle tests run their own control-plane-only clusters (``node=False``: loopback
+ports of their own, no node) in their own state directories, so killing and stopping
+components never disturbs the session cluster, which holds this machine's node. The
+node's own lifecycle is in test_node.py.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ def all_families(cluster: DevCluster) -> list[ProcessRecord]:
 @pytest.fixture
 def own_cluster(tmp_path: Path) -> Iterator[DevCluster]:
     """A separate cluster for tests that kill or stop components."""
-    cluster = DevCluster(tmp_path / "state", start_timeout=90, stop_grace=5)
+    cluster = DevCluster(tmp_path / "state", start_timeout=90, stop_grace=5, node=False)
     try:
         yield cluster
     finally:
@@ -218,7 +220,7 @@ def test_a_component_dying_at_startup_is_reported_with_its_log(tmp_path: Path) -
     broken = bin_dir / "kube-apiserver"
     broken.write_text("#!/bin/sh\necho 'cannot start: simulated failure' >&2\nexit 3\n")
     broken.chmod(0o755)
-    cluster = DevCluster(tmp_path / "state", bin_dir, start_timeout=30)
+    cluster = DevCluster(tmp_path / "state", bin_dir, start_timeout=30, node=False)
 
     with pytest.raises(StartupError) as failed:
         cluster.up()
@@ -237,7 +239,7 @@ from pathlib import Path
 from pinster_devcluster import DevCluster
 from pinster_devcluster._watchdog import watch
 
-cluster = DevCluster(Path(sys.argv[1]))
+cluster = DevCluster(Path(sys.argv[1]), node=False)
 cluster.up()
 watch(cluster)
 print("up", flush=True)
@@ -261,4 +263,4 @@ def test_a_killed_owner_takes_its_cluster_along(tmp_path: Path) -> None:
         assert "is gone: stopping the cluster" in (state / "logs" / "watchdog.log").read_text()
     finally:
         owner.kill()
-        DevCluster(state).down()
+        DevCluster(state, node=False).down()

@@ -1,5 +1,5 @@
 """``pinster-images ingress`` and ``pinster-images upload`` as processes, with the
-devcluster's API server and moto's S3 server."""
+devcluster's API server and object store."""
 
 from __future__ import annotations
 

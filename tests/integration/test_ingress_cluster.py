@@ -1,4 +1,4 @@
-"""The upload service over HTTP against the devcluster's API server and moto's S3 server."""
+"""The upload service over HTTP against the devcluster's API server and object store."""
 
 from __future__ import annotations
 
@@ -69,7 +69,8 @@ def _proxied_kubeconfig(kubeconfig: Path, tmp_path: Path) -> tuple[Path, TcpProx
     server = urlparse(cluster["server"])
     assert server.port is not None
     proxy = TcpProxy(server.hostname or "127.0.0.1", server.port).start()
-    cluster["server"] = f"{server.scheme}://{server.hostname}:{proxy.port}"
+    # The proxy listens on loopback, which the API server's certificate also names.
+    cluster["server"] = f"{server.scheme}://127.0.0.1:{proxy.port}"
     # Relative certificate paths keep working from the copy's directory only if absolute.
     for key in ("certificate-authority",):
         if key in cluster and not Path(cluster[key]).is_absolute():

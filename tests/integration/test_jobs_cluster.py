@@ -1,5 +1,6 @@
 """``pinster-images job`` as a process: specs from the devcluster's API server, bytes
-in moto's S3 over HTTP, moderation against the Rekognition stand-in."""
+in its object store over HTTP, moderation against the Rekognition stand-in; and as a
+Kubernetes Job of the product's image on the node."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from pinster_images.sniff import ImageLimits, ImageRejected, sniff
 from pinster_images.storage import CACHE_CONTROL, Area, Storage, StorageSettings
 from tests.support import images
 from tests.support.jobs import stage_upload
+from tests.support.pods import RESTRICTED_CONTAINER, RESTRICTED_POD
 from tests.support.rekognition import RekognitionStandIn
 from tests.support.s3 import S3Server
 
@@ -228,7 +230,7 @@ def test_moderation_job_retries_when_rekognition_keeps_throttling(
 
 
 def _job_manifest(
-    name: str, namespace: str, account: str, upload: str, env: dict[str, str]
+    name: str, image: str, namespace: str, account: str, upload: str, env: dict[str, str]
 ) -> dict[str, Any]:
     container_env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in env.items()]
     container_env.append(
@@ -249,24 +251,29 @@ def _job_manifest(
                 "spec": {
                     "serviceAccountName": account,
                     "restartPolicy": "Never",
+                    "securityContext": RESTRICTED_POD,
                     "containers": [
                         {
                             "name": "job",
-                            "image": "pinster-images",
-                            "command": [sys.executable, "-m", "pinster_images", "job"],
+                            "image": image,
+                            "command": ["pinster-images", "job"],
                             "args": ["thumbnail", "--namespace", namespace, upload],
                             "env": container_env,
+                            "securityContext": RESTRICTED_CONTAINER,
+                            "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
                         }
                     ],
+                    "volumes": [{"name": "tmp", "emptyDir": {}}],
                 }
             },
         },
     }
 
 
-def test_as_a_kubernetes_job_with_least_privilege(rig: JobRig, s3_server: S3Server) -> None:
-    """Through the real Job controller and node agent: the pod's service account needs
-    only ``get`` on imageuploads; without it the pod asks for a retry (exit 75)."""
+def test_as_a_kubernetes_job_with_least_privilege(rig: JobRig, product_image: Any) -> None:
+    """The product's image through the real Job controller and kubelet: the pod's
+    service account needs only ``get`` on imageuploads; without it the pod asks for a
+    retry (exit 75)."""
     from kubernetes import client
 
     from tests.support.waiting import wait_for
@@ -303,10 +310,12 @@ def test_as_a_kubernetes_job_with_least_privilege(rig: JobRig, s3_server: S3Serv
         k: v for k, v in rig.env.items() if k.startswith(("PINSTER_", "AWS_")) and k != "HOSTNAME"
     }
     batch.create_namespaced_job(
-        rig.namespace, _job_manifest("thumbs", rig.namespace, "pinster-job", name, env)
+        rig.namespace,
+        _job_manifest("thumbs", product_image.pinned, rig.namespace, "pinster-job", name, env),
     )
     batch.create_namespaced_job(
-        rig.namespace, _job_manifest("denied", rig.namespace, "nobody", name, env)
+        rig.namespace,
+        _job_manifest("denied", product_image.pinned, rig.namespace, "nobody", name, env),
     )
 
     def terminated(job: str) -> Any:

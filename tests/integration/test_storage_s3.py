@@ -1,4 +1,4 @@
-"""The S3 backend against an S3 server over HTTP (moto's, as a thread)."""
+"""The S3 backend against the devcluster's object store (MinIO) over HTTP."""
 
 from __future__ import annotations
 

@@ -253,7 +253,7 @@ def test_each_role_starts_from_the_environment_the_chart_gives_it(
     from pinster_images.resource import Stage
 
     args = [*(["-f", str(values)] if values else []), *_WITH_SECRETS]
-    documents = render(*args, "--set", f"storage.local.path={tmp_path}")
+    documents = render(*args)
     configmaps = {d["metadata"]["name"]: d["data"] for d in documents if d["kind"] == "ConfigMap"}
     containers = _containers(documents)
     assert {"operator", "ingress", "upload"} <= set(containers)

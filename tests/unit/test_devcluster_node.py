@@ -1,0 +1,198 @@
+"""The devcluster node's pieces that need no machine changes: the components'
+configuration, the iptables clean-up plan, route clashes, the machine claim, image names.
+What they do on a real machine is in tests/integration/test_node.py."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+from pinster_devcluster import _configs, _machine
+from pinster_devcluster._builds import source_revision
+from pinster_devcluster._components import COMPONENTS, CONTROL_PLANE, Layout, Ports
+from pinster_devcluster._host import HostError, chains_to_remove
+from pinster_devcluster._images import ImageRef, registry_host
+from pinster_devcluster._network import NODE_IP, overlapping_routes
+
+
+@pytest.fixture
+def layout(tmp_path: Path) -> Layout:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "pause").write_bytes(b"\x7fELF pause")
+    ports = Ports(*range(30001, 30001 + len(Ports.__dataclass_fields__)))
+    return Layout(tmp_path / "state", bin_dir, ports, node=True)
+
+
+def _under(path: str, root: Path) -> bool:
+    return Path(path).is_relative_to(root)
+
+
+def test_kubelet_is_configured_as_a_production_node_on_this_machine(layout: Layout) -> None:
+    config = yaml.safe_load(_configs.kubelet_config(layout))
+    assert config["authentication"]["anonymous"] == {"enabled": False}
+    assert config["authentication"]["webhook"] == {"enabled": True}
+    assert config["authorization"] == {"mode": "Webhook"}
+    assert config["readOnlyPort"] == 0
+    assert (config["address"], config["healthzBindAddress"]) == (NODE_IP, "127.0.0.1")
+    # This machine: cgroup v1 with cgroupfs, no CAP_SYS_RESOURCE.
+    assert (config["cgroupDriver"], config["failCgroupV1"], config["oomScoreAdj"]) == (
+        "cgroupfs",
+        False,
+        0,
+    )
+    # No outside resolver for any Pod; the cluster's DNS for the others.
+    assert (config["resolvConf"], config["clusterDNS"]) == ("", ["10.96.0.10"])
+    assert _under(config["podLogsDir"], layout.state_dir)
+    assert config["containerRuntimeEndpoint"] == f"unix://{layout.containerd_socket}"
+
+
+def test_kube_proxy_leaves_the_hosts_settings_alone(layout: Layout) -> None:
+    config = yaml.safe_load(_configs.kube_proxy_config(layout))
+    assert config["mode"] == "iptables"
+    assert config["oomScoreAdj"] == 0
+    assert config["conntrack"]["maxPerCore"] == 0 and config["conntrack"]["min"] == 0
+    assert config["nodePortAddresses"] == [f"{NODE_IP}/32"]
+    assert config["metricsBindAddress"].startswith("127.0.0.1:")
+
+
+def test_containerd_keeps_everything_in_the_state_directory(layout: Layout) -> None:
+    config = tomllib.loads(_configs.containerd_config(layout))
+    assert config["version"] == 3
+    for key in ("root", "state"):
+        assert _under(config[key], layout.state_dir), key
+    runtime = config["plugins"]["io.containerd.cri.v1.runtime"]
+    assert runtime["restrict_oom_score_adj"] is True
+    assert runtime["netns_mounts_under_state_dir"] is True
+    runc = runtime["containerd"]["runtimes"]["runc"]["options"]
+    assert runc["SystemdCgroup"] is False and _under(runc["Root"], layout.state_dir)
+    images = config["plugins"]["io.containerd.cri.v1.images"]
+    assert images["pinned_images"]["sandbox"].startswith(f"{layout.registry}/devcluster/pause:")
+    assert _under(images["registry"]["config_path"], layout.state_dir)
+    hosts = tomllib.loads(_configs.registry_hosts(layout))
+    assert hosts["server"] == f"https://{layout.registry}"
+    assert hosts["host"][f"https://{layout.registry}"]["ca"] == str(layout.pki.ca_cert)
+
+
+def test_cni_bridge_neither_masquerades_nor_claims_the_gateway(layout: Layout) -> None:
+    conflist = json.loads(_configs.cni_config(layout))
+    bridge = conflist["plugins"][0]
+    assert (bridge["type"], bridge["isGateway"], bridge["ipMasq"], bridge["hairpinMode"]) == (
+        "bridge",
+        False,
+        False,
+        True,
+    )
+    assert bridge["ipam"]["routes"] == [{"dst": "0.0.0.0/0", "gw": "10.254.0.1"}]
+    assert _under(bridge["ipam"]["dataDir"], layout.state_dir)
+    assert [p["type"] for p in conflist["plugins"]] == ["bridge", "portmap"]
+
+
+def test_the_node_components_run_only_with_a_node(layout: Layout, tmp_path: Path) -> None:
+    assert layout.components() == COMPONENTS
+    without = Layout(tmp_path / "cp", layout.bin_dir, layout.ports, node=False)
+    assert without.components() == CONTROL_PLANE
+    assert without.host == "127.0.0.1" and layout.host == NODE_IP
+    assert "--endpoint-reconciler-type=none" in without.argv("kube-apiserver")
+    apiserver = layout.argv("kube-apiserver")
+    assert "--authorization-mode=Node,RBAC" in apiserver
+    assert "--enable-admission-plugins=NodeRestriction" in apiserver
+    assert f"--advertise-address={NODE_IP}" in apiserver
+    assert "--kubelet-preferred-address-types=InternalIP" in apiserver
+
+
+DUMP = """# Generated by iptables-save
+*nat
+:PREROUTING ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:KUBE-SERVICES - [0:0]
+:KUBE-SVC-ABC - [0:0]
+:DOCKER - [0:0]
+-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
+-A OUTPUT -j DOCKER
+-A KUBE-SERVICES -d 10.96.0.1/32 -j KUBE-SVC-ABC
+COMMIT
+*filter
+:FORWARD ACCEPT [0:0]
+:CNI-FORWARD - [0:0]
+-A FORWARD -j CNI-FORWARD
+COMMIT
+"""
+
+
+def test_iptables_clean_up_removes_only_our_chains_and_the_jumps_into_them() -> None:
+    plan = chains_to_remove(DUMP, ("KUBE-", "CNI-"))
+    assert plan.chains == [
+        ("nat", "KUBE-SERVICES"),
+        ("nat", "KUBE-SVC-ABC"),
+        ("filter", "CNI-FORWARD"),
+    ]
+    assert plan.jumps == [
+        (
+            "nat",
+            [
+                "PREROUTING",
+                "-m",
+                "comment",
+                "--comment",
+                "kubernetes service portals",
+                "-j",
+                "KUBE-SERVICES",
+            ],
+        ),
+        ("filter", ["FORWARD", "-j", "CNI-FORWARD"]),
+    ]
+
+
+def test_routes_of_other_networks_over_our_ranges_are_found() -> None:
+    routes = [
+        {"dst": "default", "gateway": "192.0.2.1", "dev": "eth0"},
+        {"dst": "192.0.2.0/24", "dev": "eth0"},
+        {"dst": "10.254.0.0/24", "dev": "pinster-pods"},  # ours
+        {"dst": "10.0.0.0/8", "dev": "vpn0"},  # covers every range of ours
+    ]
+    assert overlapping_routes(routes) == ["10.0.0.0/8 dev vpn0"]
+    assert overlapping_routes(routes[:3]) == []
+
+
+def test_a_second_node_is_refused_and_a_released_claim_is_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_machine, "CLAIM", tmp_path / "run" / "node.json")
+    assert _machine.holder() is None
+    _machine.claim(tmp_path / "first")
+    assert _machine.holder() == tmp_path / "first"
+    refusal = _machine.refuse(tmp_path / "first")
+    assert isinstance(refusal, HostError)
+    assert str(tmp_path / "first") in str(refusal) and "devcluster down" in str(refusal)
+    _machine.release(tmp_path / "other")  # not the holder: nothing happens
+    assert _machine.holder() == tmp_path / "first"
+    _machine.release(tmp_path / "first")
+    assert _machine.holder() is None and not (tmp_path / "run").exists()
+
+
+def test_image_references() -> None:
+    image = ImageRef("10.253.0.1:5000/team/pinster-images", "abc123", "sha256:" + "0" * 64)
+    assert image.pinned == f"10.253.0.1:5000/team/pinster-images:abc123@sha256:{'0' * 64}"
+    assert registry_host("registry.example.com:443/team/x") == "registry.example.com:443"
+    assert registry_host("10.253.0.1:5000") == "10.253.0.1:5000"
+
+
+def test_images_are_tagged_by_the_source_revision(tmp_path: Path) -> None:
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(tmp_path), *args], check=True, capture_output=True, text=True
+        ).stdout.strip()
+
+    git("init", "-q")
+    (tmp_path / "f").write_text("1")
+    git("add", "f")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
+    revision = git("rev-parse", "--short=12", "HEAD")
+    assert source_revision(tmp_path) == revision
+    (tmp_path / "f").write_text("2")
+    assert source_revision(tmp_path) == f"{revision}-dirty"
