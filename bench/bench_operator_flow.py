@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
+import os
 import statistics
 import sys
 import tempfile
@@ -92,17 +93,23 @@ class Bench:
         )
         return name
 
-    def phases(self) -> dict[str, str]:
-        listed = self.custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL)
-        return {
-            item["metadata"]["name"]: (item.get("status") or {}).get("phase", "")
-            for item in listed["items"]
-        }
-
     def wait_ready(self, names: set[str], timeout: float) -> float:
+        """Seconds until every one of ``names`` is terminal, followed with a watch (a
+        list every 100 ms of 1,000 uploads would cost the API server more than the
+        operator does)."""
+        from kubernetes import watch
+
         started = time.monotonic()
+        phases: dict[str, str] = {}
+        version = ""
         while time.monotonic() - started < timeout:
-            phases = self.phases()
+            if not version:
+                listed = self.custom.list_namespaced_custom_object(
+                    GROUP, VERSION, self.namespace, PLURAL
+                )
+                version = listed["metadata"]["resourceVersion"]
+                for item in listed["items"]:
+                    phases[item["metadata"]["name"]] = (item.get("status") or {}).get("phase", "")
             if all(phases.get(n) in ("Ready", "Rejected", "Failed") for n in names):
                 bad = [n for n in names if phases.get(n) != "Ready"]
                 if bad:
@@ -114,8 +121,137 @@ class Bench:
                     ]
                     raise SystemExit(f"{len(bad)} uploads not Ready, e.g. {bad[0]}: {why}")
                 return time.monotonic() - started
-            time.sleep(0.1)
+            stream = watch.Watch().stream(
+                self.custom.list_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                self.namespace,
+                PLURAL,
+                resource_version=version,
+                timeout_seconds=5,
+            )
+            try:
+                for event in stream:
+                    obj = event["object"]
+                    version = obj["metadata"]["resourceVersion"]
+                    phases[obj["metadata"]["name"]] = (obj.get("status") or {}).get("phase", "")
+                    if all(phases.get(n) in ("Ready", "Rejected", "Failed") for n in names):
+                        break
+            except Exception:  # the watch expired (410): list again
+                version = ""
         raise SystemExit(f"timed out after {timeout}s")
+
+
+def trace_one(api: Any, bench: Bench, namespace: str) -> list[tuple[float, str]]:
+    """One upload, timed from here: (seconds since its create, what happened): its
+    phases, and its Jobs' pods scheduled, started, finished, and the Jobs finished, as
+    watch events arrive."""
+    import threading
+
+    from kubernetes import client, watch
+
+    marks: list[tuple[float, str]] = []
+    seen: set[str] = set()
+    stop = threading.Event()
+    started = time.monotonic()
+
+    def mark(what: str) -> None:
+        if what not in seen:
+            seen.add(what)
+            marks.append((time.monotonic() - started, what))
+
+    def follow(list_call: Any, describe: Any) -> None:
+        while not stop.is_set():
+            for event in watch.Watch().stream(list_call, namespace, timeout_seconds=2):
+                for what in describe(event["object"]):
+                    mark(what)
+                if stop.is_set():
+                    return
+
+    def pod_marks(pod: Any) -> list[str]:
+        job = (pod.metadata.labels or {}).get("job-name", pod.metadata.name)
+        found = [f"{job}: pod scheduled"] if pod.spec.node_name else []
+        for status in pod.status.container_statuses or []:
+            if status.state.running or status.state.terminated:
+                found.append(f"{job}: container started")
+            if status.state.terminated:
+                found.append(f"{job}: container finished")
+        return found
+
+    def job_marks(job: Any) -> list[str]:
+        done = any(c.type == "Complete" and c.status == "True" for c in job.status.conditions or [])
+        return [f"{job.metadata.name}: created"] + (
+            [f"{job.metadata.name}: Complete"] if done else []
+        )
+
+    def upload_marks(obj: dict[str, Any]) -> list[str]:
+        return [f"upload {(obj.get('status') or {}).get('phase', 'created')}"]
+
+    core, batch = client.CoreV1Api(api), client.BatchV1Api(api)
+    custom = client.CustomObjectsApi(api)
+
+    def uploads(ns: str, **kw: Any) -> Any:
+        return custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, **kw)
+
+    threads = [
+        threading.Thread(target=follow, args=(core.list_namespaced_pod, pod_marks), daemon=True),
+        threading.Thread(target=follow, args=(batch.list_namespaced_job, job_marks), daemon=True),
+        threading.Thread(target=follow, args=(uploads, upload_marks), daemon=True),
+    ]
+    for thread in threads:
+        thread.start()
+    time.sleep(1)  # let the three watches open before the clock starts
+    started = time.monotonic()
+    name = bench.create(2_000_000)
+    bench.wait_ready({name}, timeout=60)
+    time.sleep(0.5)  # the last events are in flight
+    stop.set()
+    return sorted(marks)
+
+
+def cpu_breakdown(cluster: Any) -> dict[str, float]:
+    """CPU seconds so far: the machine (busy), all Pods (their cgroups), each devcluster
+    component (its processes), the containerd shims, and this process."""
+    from pinster_devcluster._host import cgroup_dirs, processes_with
+    from pinster_devcluster._procs import family, read_record
+    from pinster_devcluster.paths import pid_file
+
+    from tests.support.procstat import cpu_seconds
+
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    ticks = os.sysconf("SC_CLK_TCK")
+    busy = (sum(fields) - fields[3] - fields[4]) / ticks  # all but idle and iowait
+    found = {"machine (busy)": busy}
+    for tree in cgroup_dirs("kubepods"):
+        if (tree / "cpuacct.usage").exists():
+            found["all Pods"] = int((tree / "cpuacct.usage").read_text()) / 1e9
+    for name in cluster.components():
+        record = read_record(pid_file(cluster.state_dir, name))
+        if record is not None:
+            found[name] = sum(_safe(cpu_seconds, m.pid) for m in family(record))
+    shims = processes_with("containerd-shim-runc-v2")
+    found["containerd shims"] = sum(_safe(cpu_seconds, pid) for pid in shims)
+    found["this bench (client)"] = sum(os.times()[:2])
+    return found
+
+
+def _safe(read: Any, pid: int) -> float:
+    try:
+        return float(read(pid))
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def batch_sizes(jobs: list[Any]) -> dict[str, list[int]]:
+    """stage -> how many uploads each of its Jobs carried."""
+    import json
+
+    sizes: dict[str, list[int]] = {}
+    for job in jobs:
+        stage = job.metadata.labels["images.pinster.io/stage"]
+        carried = json.loads(job.metadata.annotations["images.pinster.io/uploads"])
+        sizes.setdefault(stage, []).append(len(carried))
+    return sizes
 
 
 def run(cluster: Any, uploads: int, latency_runs: int, work: Path) -> None:
@@ -128,6 +264,7 @@ def run(cluster: Any, uploads: int, latency_runs: int, work: Path) -> None:
     image = cluster.build_image(ROOT)
     s3 = S3Server(cluster.s3)
     storage_env = s3.fresh_env()
+    os.environ.update(s3.credentials)  # boto3 in this process reads them from there
     storage = StorageSettings.from_env(storage_env).open()
     private = keys.generate_private_key()
     pinster_api = PinsterApi(keys.public_key_of(private), SERVICE_URL).start(host=cluster.node_ip)
@@ -149,7 +286,7 @@ def run(cluster: Any, uploads: int, latency_runs: int, work: Path) -> None:
             {
                 "moderation": {"backend": "none"},
                 "config": {"logLevel": "warning"},
-                "operator": {"batch": {"maxSize": 50, "windowSeconds": 1}},
+                "operator": {"batch": {"maxSize": 50}},
             },
         )
     )
@@ -167,13 +304,16 @@ def run(cluster: Any, uploads: int, latency_runs: int, work: Path) -> None:
             name = bench.create(1_000_000 + i)
             bench.wait_ready({name}, timeout=60)
             latencies.append(time.monotonic() - started)
+        timeline = trace_one(api, bench, namespace)
         cpu_before = container_cpu_seconds(api, namespace, operator_pod)
+        machine_before = cpu_breakdown(cluster)
         started = time.monotonic()
         with ThreadPoolExecutor(16) as pool:
             names = set(pool.map(bench.create, range(uploads)))
         created = time.monotonic() - started
         bench.wait_ready(names, timeout=1800)
         total = time.monotonic() - started
+        machine = {k: v - machine_before.get(k, 0.0) for k, v in cpu_breakdown(cluster).items()}
         user, system = (
             after - before
             for after, before in zip(
@@ -183,6 +323,7 @@ def run(cluster: Any, uploads: int, latency_runs: int, work: Path) -> None:
         cpu = user + system
         jobs = client.BatchV1Api(api).list_namespaced_job(namespace).items
         accepted = len(pinster_api.accepted("/v1/images/"))
+        sizes = batch_sizes(jobs)
     finally:
         installed.uninstall()
         pinster_api.stop()
@@ -191,6 +332,9 @@ def run(cluster: Any, uploads: int, latency_runs: int, work: Path) -> None:
         f"single upload create -> Ready: median {statistics.median(latencies):.2f} s "
         f"(runs: {', '.join(f'{x:.2f}' for x in latencies)}; target < 3 s)"
     )
+    print("one upload, as watched from here:")
+    for at, what in timeline:
+        print(f"  {at:6.2f} s  {what}")
     print(
         f"{uploads} uploads created in {created:.1f} s, all Ready after {total:.1f} s "
         f"(target < 180 s for 1,000): {uploads / total:.1f} uploads/s"
@@ -198,11 +342,19 @@ def run(cluster: Any, uploads: int, latency_runs: int, work: Path) -> None:
     print(
         f"Jobs: {len(jobs)} ({uploads / max(1, len(jobs) - latency_runs * 2):.1f} uploads per Job)"
     )
+    for stage, counts in sorted(sizes.items()):
+        print(
+            f"  {stage}: {len(counts)} Jobs, uploads per Job min {min(counts)}, "
+            f"median {statistics.median(counts):.0f}, max {max(counts)}"
+        )
     print(
         f"operator CPU: {cpu:.2f} s (user {user:.2f}, system {system:.2f}), "
         f"{cpu / uploads * 1000:.2f} ms per upload (target < 10 ms)"
     )
     print(f"PinsterApi POSTs accepted: {accepted} (expected {uploads + latency_runs})")
+    print(f"where the CPU went while they ran ({total:.0f} s x {os.cpu_count()} cores):")
+    for what, seconds in machine.items():
+        print(f"  {what:<26} {seconds:7.1f} s  {seconds / total * 100:5.0f}% of one core")
     print(
         f"operator: {cpu / uploads * 1000:.1f} ms CPU per upload, {uploads} Ready in {total:.1f} s"
     )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import logging
 import os
 import shutil
@@ -206,7 +205,7 @@ class DevCluster:
         started_at = time.monotonic()
         check_bin_dir(self.bin_dir, node=self.node)
         wanted = COMPONENTS if self.node else CONTROL_PLANE
-        with self._lock():
+        with self._lock(), _machine.locked() if self.node else contextlib.nullcontext():
             if self.node:
                 self._claim_machine()
             states = {s.name: s.state for s in self.status()}
@@ -320,14 +319,7 @@ class DevCluster:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _saved_layout(self) -> Layout | None:
-        try:
-            saved = json.loads(paths.cluster_file(self.state_dir).read_text())
-        except (FileNotFoundError, ValueError):
-            return None
-        ports = Ports.load(paths.cluster_file(self.state_dir))
-        if ports is None:
-            return None
-        return Layout(self.state_dir, self.bin_dir, ports, node=bool(saved.get("node", False)))
+        return Layout.load(paths.cluster_file(self.state_dir), self.state_dir, self.bin_dir)
 
     def _layout(self) -> Layout:
         layout = self._saved_layout()
@@ -382,10 +374,7 @@ class DevCluster:
                 user=user,
             )
         layout.write_configs()
-        layout.ports.save(paths.cluster_file(self.state_dir))
-        saved = json.loads(paths.cluster_file(self.state_dir).read_text())
-        saved["node"] = self.node
-        paths.cluster_file(self.state_dir).write_text(json.dumps(saved, indent=2))
+        layout.save(paths.cluster_file(self.state_dir))
         return layout
 
     def _start(self) -> None:

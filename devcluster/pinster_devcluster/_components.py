@@ -68,9 +68,6 @@ class Ports:
             chosen[field.name] = port
         return cls(**chosen)
 
-    def save(self, path: Path) -> None:
-        path.write_text(json.dumps({"ports": asdict(self)}, indent=2))
-
     @classmethod
     def load(cls, path: Path) -> Ports | None:
         try:
@@ -109,6 +106,18 @@ class Layout:
     ports: Ports
     #: whether this cluster has a node (and so listens on the node address)
     node: bool = True
+
+    def save(self, path: Path) -> None:
+        """``cluster.json``: the ports, and whether the cluster has a node."""
+        path.write_text(json.dumps({"ports": asdict(self.ports), "node": self.node}, indent=2))
+
+    @classmethod
+    def load(cls, path: Path, state_dir: Path, bin_dir: Path) -> Layout | None:
+        """The layout of the cluster last started in ``state_dir``, if it can be read."""
+        ports = Ports.load(path)
+        if ports is None:
+            return None
+        return cls(state_dir, bin_dir, ports, node=bool(json.loads(path.read_text()).get("node")))
 
     @property
     def pki(self) -> Pki:

@@ -13,14 +13,28 @@ The claim is a small file naming the state directory of the cluster that holds t
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from pinster_devcluster._host import HostError
 
 #: where the claim lives
 CLAIM = Path("/run/pinster-devcluster/node.json")
+
+
+@contextlib.contextmanager
+def locked() -> Iterator[None]:
+    """Held while a node starts, so that two `up`s at once cannot both claim the machine."""
+    CLAIM.parent.mkdir(parents=True, exist_ok=True)
+    with (CLAIM.parent / ".lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def holder() -> Path | None:
@@ -41,6 +55,7 @@ def claim(state_dir: Path) -> None:
 def release(state_dir: Path) -> None:
     if holder() == state_dir:
         CLAIM.unlink(missing_ok=True)
+        (CLAIM.parent / ".lock").unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             CLAIM.parent.rmdir()
 

@@ -60,8 +60,14 @@ class Batcher:
     """Groups uploads per (namespace, stage); flushes when full or when the window ends.
 
     The window starts with the first upload after a Job was started for the same key;
-    after a quiet window an upload goes at once, so a lone upload is not delayed.
+    after a quiet window an upload waits only ``gather`` seconds, so a lone upload is
+    hardly delayed, while the uploads one finished Job releases together (reconciled one
+    after the other by the workers) still share the next stage's Job.
     """
+
+    #: the wait of a quiet key: a fraction of a Pod's start, long enough for the
+    #: workers to bring in the rest of a finished Job's uploads
+    GATHER = 0.2
 
     def __init__(self, window: float, max_size: int, flush: FlushFn) -> None:
         self.window = window
@@ -87,10 +93,11 @@ class Batcher:
             self._start(key)
         elif key not in self._timers:
             loop = asyncio.get_running_loop()
-            # Leading edge: after a quiet window the first upload does not wait (only
-            # for the others added in the same loop turn); under load they batch.
+            # Leading edge: after a quiet window the first upload waits only to gather
+            # its companions; under load they batch for the whole window.
             quiet = loop.time() - self._last_start.get(key, float("-inf")) >= self.window
-            self._timers[key] = loop.call_later(0 if quiet else self.window, self._start, key)
+            delay = min(self.GATHER, self.window) if quiet else self.window
+            self._timers[key] = loop.call_later(delay, self._start, key)
 
     def _start(self, key: tuple[str, Stage]) -> None:
         timer = self._timers.pop(key, None)

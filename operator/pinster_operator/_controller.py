@@ -95,6 +95,9 @@ class Controller:
         self._heap: list[tuple[float, Key]] = []
         self._wakeup = asyncio.Event()
         self._assigned: dict[tuple[str, str, Stage], str] = {}
+        #: the last state the Job stream showed of each of our Jobs (set on the event
+        #: loop, read whole by workers): what a reconcile asks before any API call.
+        self._jobs: dict[tuple[str, str], dict[str, Any]] = {}
         self._sent: dict[str, _Sent] = {}
         self._sessions = threading.local()
         self._tasks: list[asyncio.Task[None]] = []
@@ -138,6 +141,11 @@ class Controller:
 
     def job_event(self, event_type: str | None, job: dict[str, Any]) -> None:
         """A Job of ours changed: when it has finished or is gone, its uploads are due."""
+        key = (job["metadata"]["namespace"], job["metadata"]["name"])
+        if event_type == "DELETED":
+            self._jobs.pop(key, None)
+        else:
+            self._jobs[key] = job
         if event_type == "DELETED" or is_finished(job):
             self.wake(job["metadata"]["namespace"], uploads_of(job))
 
@@ -370,10 +378,15 @@ class Controller:
         stage = stage_of(phase_of(status))
         result, job = None, None
         if stage is not None:
-            result = results.read(self.storage, namespace, name, stage)
             job_name = (status.get("jobs") or {}).get(stage.value)
-            if result is None and job_name:
+            # A result is read once its Job has finished (the finish wakes the Job's
+            # uploads); before there is a Job, or while it runs, there is none to read.
+            if job_name:
                 job = self._job_state(namespace, job_name)
+                if job.status != "running":
+                    result = results.read(self.storage, namespace, name, stage)
+                    if result is not None:
+                        job = None
         assigned = self._assigned.get((namespace, name, stage)) if stage else None
         facts = Facts(
             name=name,
@@ -446,7 +459,11 @@ class Controller:
         return decision
 
     def _job_state(self, namespace: str, name: str) -> JobState:
-        job = self.kube.get_job(namespace, name)
+        job = self._jobs.get((namespace, name))
+        if job is None:
+            # Not seen by the Job stream yet (just created). Once seen, its finish or
+            # deletion is a stream event (a relist after any break) that wakes us.
+            job = self.kube.get_job(namespace, name)
         said = ""
         if job is not None and (job.get("status") or {}).get("failed"):
             said = termination_message(self.kube.job_pods(namespace, name))

@@ -81,6 +81,11 @@ class JsonCalls:
     ) -> Any:
         return self._request("PUT", _upload_path(namespace, name) + "/status", body)
 
+    def read_namespaced_job(self, namespace: str, name: str) -> Any:
+        return self._request(
+            "GET", f"/apis/batch/v1/namespaces/{quote(namespace)}/jobs/{quote(name)}"
+        )
+
     def create_namespaced_event(self, namespace: str, body: dict[str, Any]) -> None:
         # The created Event is never read: its answer is not parsed.
         self._request("POST", f"/api/v1/namespaces/{quote(namespace)}/events", body, answer=False)
@@ -241,12 +246,11 @@ class Kube:
 
     def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            response = self.batch.read_namespaced_job(name, namespace, _preload_content=False)
+            job: dict[str, Any] = self.json.read_namespaced_job(namespace, name)
         except ApiException as exc:
             if exc.status == 404:
                 return None
             raise
-        job: dict[str, Any] = _json(response)
         return job
 
     def create_job(self, manifest: dict[str, Any]) -> bool:

@@ -12,7 +12,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 from pinster_devcluster import DevCluster, DevClusterSettings, check_bin_dir
-from pinster_devcluster._components import Ports
+from pinster_devcluster._components import Layout, Ports
 from pinster_devcluster._pki import generate
 from pinster_devcluster._procs import family, is_alive, read_record, spawn, stop, write_record
 from pinster_devcluster.cli import main
@@ -106,8 +106,9 @@ def test_ports_are_kept_when_free_and_replaced_when_taken(tmp_path: Path) -> Non
 
     first = Ports.pick()
     assert len(set(dataclasses.astuple(first))) == len(dataclasses.fields(Ports))
-    first.save(tmp_path / "cluster.json")
-    assert Ports.load(tmp_path / "cluster.json") == first
+    Layout(tmp_path, tmp_path, first, node=True).save(tmp_path / "cluster.json")
+    saved = Layout.load(tmp_path / "cluster.json", tmp_path, tmp_path)
+    assert saved is not None and (saved.ports, saved.node) == (first, True)
     assert Ports.pick(first) == first
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", first.apiserver))

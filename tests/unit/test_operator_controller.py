@@ -328,6 +328,10 @@ def test_retry_annotation_redrives_a_failed_upload(tmp_path: Path, api: PinsterA
                 message="truncated",
             ),
         )
+        # The Job's pod has written its result and the Job has finished: its event wakes
+        # the upload (results are read once a Job has finished).
+        [job] = kube.jobs
+        kube.finish(job)
         c.wake(NS, ["img-f"])
         await until(lambda: phase(kube, "img-f") == "Failed")
         meta = kube.uploads["img-f"]["metadata"]
