@@ -1,6 +1,7 @@
 """Upload service throughput, latency and memory, beside the bare work it wraps.
 
-For 200 KB and 5 MB JPEGs, local-directory storage and moto's S3 server, 16 concurrent
+For 200 KB and 5 MB JPEGs, local-directory storage and the devcluster's object store
+(MinIO, a production S3 server, over HTTP on the node address), 16 concurrent
 clients upload distinct images to ``pinster-images ingress`` (a subprocess, so its peak
 RSS is its own) in the original JSON data-URI form and in the raw form. Beside each, in
 the same run: the bare cost of what the service must do anyway - ``storage.put`` of the
@@ -8,7 +9,8 @@ same bytes plus creating the ImageUpload through the same API server - at the sa
 concurrency. Prints a table with the ratios.
 
 Kubernetes is the devcluster's real API server (started here with its own state
-directory, stopped at the end). Run: ``.venv/bin/python bench/bench_ingress.py [--quick]``.
+directory, stopped at the end; it holds this machine's node, so no other devcluster may
+run). Run: ``.venv/bin/python bench/bench_ingress.py [--quick]``.
 """
 
 from __future__ import annotations
@@ -42,8 +44,8 @@ from pinster_images.kube import api_client  # noqa: E402
 from pinster_images.storage import Area, StorageSettings, raw_key  # noqa: E402
 from tests.support.crd import install_crd  # noqa: E402
 from tests.support.images import noisy_jpeg  # noqa: E402
+from tests.support.net import free_port  # noqa: E402
 from tests.support.procstat import cpu_seconds, memory_mib  # noqa: E402
-from tests.support.s3 import CREDENTIALS, free_port  # noqa: E402
 from tests.support.waiting import wait_for  # noqa: E402
 
 CLIENTS = 16
@@ -217,18 +219,6 @@ def bench_bare(
     return run_concurrently(count, work)
 
 
-def start_moto() -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_for(lambda: requests.get(url, timeout=1).status_code < 500, timeout=30, what="moto")
-    return process, url
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer uploads per run")
@@ -238,16 +228,21 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-ingress-"))
     keys.generate_dir(work / "keys")
     private = (work / "keys" / keys.API_PRIVATE).read_bytes()
-    cluster = DevCluster(work / "cluster", agent=False)
-    print("starting the devcluster (real API server) and moto S3 ...", flush=True)
+    cluster = DevCluster(work / "cluster")
+    print("starting the devcluster (real API server, MinIO object store) ...", flush=True)
     cluster.up()
     kubeconfig = str(cluster.kubeconfig)
     kube = api_client(kubeconfig)
     install_crd(kube)
     from kubernetes import client
 
-    moto, moto_url = start_moto()
-    os.environ.update({k: os.environ.get(k, v) for k, v in CREDENTIALS.items()})
+    endpoint = cluster.s3
+    s3_credentials = {
+        "AWS_ACCESS_KEY_ID": endpoint.access_key,
+        "AWS_SECRET_ACCESS_KEY": endpoint.secret_key,
+        "AWS_DEFAULT_REGION": endpoint.region,
+    }
+    os.environ.update(s3_credentials)  # boto3 in this process (the bare reference)
     sizes = {"200KB": noisy_jpeg(200_000, seed=1), "5MB": noisy_jpeg(5_000_000, seed=2)}
     counts = {"200KB": 64 if args.quick else 192, "5MB": 16 if args.quick else 48}
     rows: list[tuple[str, str, str, Result]] = []
@@ -263,18 +258,10 @@ def main() -> int:
                     }
                 else:
                     suffix = uuid.uuid4().hex[:8]
-                    import boto3
-
-                    s3 = boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1")
+                    s3 = endpoint.client()
                     for bucket in (f"up-{suffix}", f"pub-{suffix}"):
                         s3.create_bucket(Bucket=bucket)
-                    storage_env = {
-                        **CREDENTIALS,
-                        "PINSTER_STORAGE_BACKEND": "s3",
-                        "PINSTER_S3_ENDPOINT_URL": moto_url,
-                        "PINSTER_S3_UPLOAD_BUCKET": f"up-{suffix}",
-                        "PINSTER_S3_PUBLIC_BUCKET": f"pub-{suffix}",
-                    }
+                    storage_env = endpoint.env(f"up-{suffix}", f"pub-{suffix}")
                 env = {
                     **storage_env,
                     "KUBECONFIG": kubeconfig,
@@ -307,8 +294,6 @@ def main() -> int:
                         )
                 client.CoreV1Api(kube).delete_namespace(namespace)
     finally:
-        moto.terminate()
-        moto.wait(timeout=30)
         cluster.down()
         shutil.rmtree(work, ignore_errors=True)
 

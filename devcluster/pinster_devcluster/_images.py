@@ -144,7 +144,8 @@ class BuildKit:
             # Build steps (pip) use the machine's network; nothing else runs here.
             '  networkMode = "host"',
             "  gc = true",
-            '  maxUsedSpace = "20GB"',
+            # Every source change leaves a venv layer of a few hundred MB behind.
+            '  maxUsedSpace = "5GB"',
             "[worker.containerd]",
             "  enabled = false",
         ]
