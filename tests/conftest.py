@@ -24,6 +24,7 @@ pytest_plugins = [
     "tests.support.pinster_api",
     "tests.support.crd",
     "tests.support.rekognition",
+    "tests.support.stack",
 ]
 
 

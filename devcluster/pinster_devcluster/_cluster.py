@@ -268,6 +268,20 @@ class DevCluster:
         states = {s.name: s.state for s in self.status()}
         return all(states[c] == "running" for c in self.components()) and self._apiserver_ready()
 
+    def stop_component(self, name: str) -> None:
+        """Stop one component (an outage, in tests); ``start_component`` brings it back.
+        ``status`` shows it stopped meanwhile; ``up`` would restart the whole cluster."""
+        with self._lock():
+            record = _procs.read_record(paths.pid_file(self.state_dir, name))
+            if record is not None:
+                _procs.stop(record, self.stop_grace)
+            paths.pid_file(self.state_dir, name).unlink(missing_ok=True)
+
+    def start_component(self, name: str) -> None:
+        """Start one stopped component again, as ``up`` starts it (same ports, data)."""
+        with self._lock():
+            self._spawn(self._layout(), name)
+
     def build_image(
         self,
         context: Path,
@@ -383,24 +397,10 @@ class DevCluster:
             _host.save(paths.host_record(self.state_dir), _HOST_DIRS)
             _network.setup()
         layout = self._prepare()
-        env = self.env
-        env.pop("KUBECONFIG")  # every component is told its kubeconfig explicitly
-        # runc and iptables live in sbin; the components find them on PATH.
-        env["PATH"] = os.pathsep.join([env["PATH"], "/usr/local/sbin", "/usr/sbin", "/sbin"])
-        # The registry's OpenTelemetry exporter would otherwise try localhost:4318.
-        env["OTEL_TRACES_EXPORTER"] = "none"
         started: dict[str, _procs.ProcessRecord] = {}
 
         def start(name: str) -> None:
-            log.info("starting %s", name)
-            record = _procs.spawn(
-                layout.argv(name),
-                log=paths.component_log(self.state_dir, name),
-                env={**env, **layout.env(name)},
-                cwd=self.state_dir,
-            )
-            _procs.write_record(paths.pid_file(self.state_dir, name), record)
-            started[name] = record
+            started[name] = self._spawn(layout, name)
 
         deadline = time.monotonic() + self.start_timeout
         wait = _Waiter(self.state_dir, started, deadline)
@@ -471,6 +471,23 @@ class DevCluster:
         start(KUBELET)
         start(KUBE_PROXY)
         _addons.apply(layout.server, context, _addons.coredns(images["coredns"]))
+
+    def _spawn(self, layout: Layout, name: str) -> _procs.ProcessRecord:
+        log.info("starting %s", name)
+        env = self.env
+        env.pop("KUBECONFIG")  # every component is told its kubeconfig explicitly
+        # runc and iptables live in sbin; the components find them on PATH.
+        env["PATH"] = os.pathsep.join([env["PATH"], "/usr/local/sbin", "/usr/sbin", "/sbin"])
+        # The registry's OpenTelemetry exporter would otherwise try localhost:4318.
+        env["OTEL_TRACES_EXPORTER"] = "none"
+        record = _procs.spawn(
+            layout.argv(name),
+            log=paths.component_log(self.state_dir, name),
+            env={**env, **layout.env(name)},
+            cwd=self.state_dir,
+        )
+        _procs.write_record(paths.pid_file(self.state_dir, name), record)
+        return record
 
     def _stop_all(self) -> list[_procs.ProcessRecord]:
         stopped: list[_procs.ProcessRecord] = []

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 from pinster_images import logs
 from pinster_images.config import environ
-from pinster_images.errors import ConfigError
+from pinster_images.errors import ConfigError, TemporaryError
 
 
 def main(argv: list[str]) -> int:
@@ -26,10 +27,18 @@ def main(argv: list[str]) -> int:
 
     try:
         settings = IngressSettings.from_env(environ())
+        logs.setup(settings.log_level, settings.log_format)
+        # Settings that cannot work (credentials S3 refuses, no such bucket) stop the
+        # service now; a store that is only down keeps it unready (503s) until it is back.
+        settings.storage.open().check()
     except ConfigError as exc:
         print(f"pinster-images ingress: {exc}")
         return 2
-    logs.setup(settings.log_level, settings.log_format)
+    except TemporaryError as exc:
+        logging.getLogger("pinster_ingress").warning(
+            "storage unreachable at start (%s); /readyz and uploads answer 503 until it is back",
+            exc,
+        )
     app = create_app(settings)
     uvicorn.run(
         app,

@@ -29,7 +29,7 @@ from pinster_images.resource import ANNOTATION_RETRY, ImageUploadSpec, Phase, St
 from pinster_images.storage import RAW_PREFIX, Area, Storage, raw_key
 from pinster_operator import _notify
 from pinster_operator._batching import Batcher, plan
-from pinster_operator._errors import classify
+from pinster_operator._errors import Retry, classify
 from pinster_operator._jobs import (
     JobState,
     UploadRef,
@@ -53,7 +53,7 @@ from pinster_operator._machine import (
 )
 from pinster_operator._metrics import Metrics
 from pinster_operator._settings import OperatorSettings
-from pinster_operator._status import entered_at, phase_of
+from pinster_operator._status import C, conditions, entered_at, phase_of
 
 logger = logging.getLogger("pinster_operator")
 
@@ -339,7 +339,41 @@ class Controller:
                 retry.delay,
                 exc_info=retry.permanent,
             )
+            if retry.reason.startswith("Storage"):
+                self._report_waiting(key, retry)
             return retry.delay
+
+    def _report_waiting(self, key: Key, retry: Retry) -> None:
+        """The object store holds this upload up: say so on it (the Ready condition, and
+        an Event when the reason is new), so `kubectl describe` tells why it waits."""
+        try:
+            obj = self.kube.get_upload(*key)
+            if obj is None:
+                return
+            status: dict[str, Any] = obj.get("status") or {}
+            ready: dict[str, Any] = next(
+                (c for c in status.get("conditions") or [] if c.get("type") == C.READY), {}
+            )
+            if ready.get("reason") == retry.reason or phase_of(status) is None:
+                return
+            message = (
+                f"Waiting for the object store: {retry.message}. Tried again every "
+                f"{retry.delay:.0f}s; nothing is lost meanwhile."
+            )
+            generation = int(obj["metadata"].get("generation") or 1)
+            new = conditions(
+                status,
+                {C.READY: ("False", retry.reason, message)},
+                generation=generation,
+                now=datetime.now(UTC),
+            )
+            updated = self.kube.replace_status(obj, new)
+            version = str(updated.get("metadata", {}).get("resourceVersion") or "")
+            if version.isdigit():
+                self._written[key] = int(version)
+            self._event(obj, "Warning", retry.reason, message)
+        except Exception as exc:  # the API server may be down too: the log said it all
+            logger.info("could not record the wait on %s/%s: %s", *key, exc)
 
     def _body(self, key: Key) -> dict[str, Any] | None:
         """The upload as last seen (watch event or our own write's answer), else a GET.

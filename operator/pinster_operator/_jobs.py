@@ -191,6 +191,9 @@ class JobState:
     status: JobStatusName
     reason: str = ""
     message: str = ""
+    #: for a failed Job: the reason its pods asked for a retry when it was the object
+    #: store's trouble, not the uploads' (``StorageUnavailable``...); else empty
+    waiting: str = ""
 
 
 def uploads_of(job: dict[str, Any]) -> list[str]:
@@ -240,10 +243,22 @@ def job_state(job: dict[str, Any] | None, name: str, termination: str = "") -> J
         message = f"Job {name} failed: {detail}"
         if termination:
             message = f"{message}; last pod said: {termination}"
-        return JobState(name, "failed", reason, message)
+        return JobState(name, "failed", reason, message, waiting=storage_trouble(termination))
     if _condition(job, "Complete") is not None:
         return JobState(name, "succeeded")
     return JobState(name, "running")
+
+
+def storage_trouble(termination: str) -> str:
+    """The reason of the first ``retry <upload>: Storage...`` line a pod left: the object
+    store was down or refused for that pod, so the whole Job failed for infrastructure,
+    whichever uploads the (1 KiB) message had room to list."""
+    for line in termination.splitlines():
+        if line.startswith("retry ") and ": " in line:
+            reason = line.split(": ", 2)[1]
+            if reason.startswith("Storage"):
+                return reason
+    return ""
 
 
 def termination_message(pods: Sequence[dict[str, Any]]) -> str:

@@ -174,6 +174,8 @@ def _stage_step(f: Facts, s: OperatorSettings, stage: Stage) -> Decision:
         reason, message = "NoResult", f"Job {job.name} completed without a result for this upload"
     else:
         reason, message = job.reason or "JobFailed", job.message or f"Job {job.name} failed"
+    if job.waiting:
+        return _wait_for_storage(f, s, stage, job)
     used = int((f.status.get("attempts") or {}).get(stage.value, 1))
     if used < s.jobs.attempts:
         new = dict(f.status)
@@ -204,6 +206,31 @@ def _stage_step(f: Facts, s: OperatorSettings, stage: Stage) -> Decision:
         now=f.now,
     )
     return Decision(new, requeue_after=0, job_failed=job.status != "succeeded")
+
+
+def _wait_for_storage(f: Facts, s: OperatorSettings, stage: Stage, job: JobState) -> Decision:
+    """The Job failed because the object store was down or refused, not because of the
+    upload: that is no attempt. The Job is forgotten and the next look (after the poll
+    interval) queues a new one; the conditions say what the upload waits for."""
+    new = dict(f.status)
+    _sub(new, "jobs").pop(stage.value, None)
+    # The next Job's assignment counts again what this one counted.
+    attempts = _sub(new, "attempts")
+    attempts[stage.value] = max(0, int(attempts.get(stage.value, 1)) - 1)
+    message = (
+        f"Waiting for the object store ({job.waiting}): Job {job.name} could not reach it. "
+        f"A new Job starts in {s.poll_interval:.0f}s; this is not counted as an attempt."
+    )
+    new = conditions(
+        new,
+        {
+            STAGE_CONDITION[stage]: ("Unknown", job.waiting, message),
+            C.READY: ("False", job.waiting, message),
+        },
+        generation=f.generation,
+        now=f.now,
+    )
+    return Decision(new, requeue_after=s.poll_interval, note=("Warning", job.waiting, message))
 
 
 def _apply_result(f: Facts, s: OperatorSettings, stage: Stage, result: StageResult) -> Decision:

@@ -335,10 +335,39 @@ class S3Storage(Storage):
     def public_url(self, key: str) -> str:
         return f"{self._public_url}/{key}"
 
+    #: what S3 answers when the credentials themselves are wrong
+    _BAD_CREDENTIALS = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken")
+
     def check(self) -> None:
+        """Both buckets answer a listing. Settings that cannot work (credentials S3
+        refuses, a bucket that does not exist) raise ConfigError naming the setting; a
+        store that does not answer raises TemporaryError."""
+        from botocore.exceptions import ClientError
+
         for area, bucket in self._buckets.items():
+            variable = (
+                "PINSTER_S3_UPLOAD_BUCKET" if area == Area.UPLOAD else "PINSTER_S3_PUBLIC_BUCKET"
+            )
             try:
-                self._client.head_bucket(Bucket=bucket)
+                # A listing, not HEAD: its error answers carry S3's error code.
+                self._client.list_objects_v2(Bucket=bucket, MaxKeys=1)
+            except ClientError as exc:
+                code = str(exc.response.get("Error", {}).get("Code", ""))
+                if code in self._BAD_CREDENTIALS:
+                    raise ConfigError(
+                        f"S3 refused the credentials for bucket {bucket!r} ({code}): check "
+                        "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (the chart's "
+                        "storage.s3.credentialsSecret)"
+                    ) from exc
+                if code == "AccessDenied":
+                    raise ConfigError(
+                        f"S3 denies these credentials (AWS_ACCESS_KEY_ID) access to bucket "
+                        f"{bucket!r} ({variable}): allow s3:ListBucket, GetObject, PutObject "
+                        "and DeleteObject on it"
+                    ) from exc
+                if code == "NoSuchBucket":
+                    raise ConfigError(f"bucket {bucket!r} ({variable}) does not exist") from exc
+                raise self._translate(exc, f"{area} bucket {bucket!r}") from exc
             except Exception as exc:
                 raise self._translate(exc, f"{area} bucket {bucket!r}") from exc
 

@@ -6,6 +6,7 @@ import copy
 from typing import Any
 
 from pinster_operator import Action, JobState, NotifyOutcome, after_notify, decide
+from pinster_operator._jobs import job_state, storage_trouble
 
 from pinster_images.resource import Stage
 from tests.support.operator_units import (
@@ -137,6 +138,38 @@ def test_failed_job_is_retried_then_fails_with_the_job_reason() -> None:
     assert cond(final.status, "Ready")["reason"] == "BackoffLimitExceeded"
     assert "S3 down" in cond(final.status, "Ready")["message"]
     assert "2 attempt" in cond(final.status, "Ready")["message"]
+
+
+def test_a_job_failed_by_the_object_store_is_no_attempt_and_the_upload_waits() -> None:
+    said = "moderate: 0 succeeded, 1 to retry\nretry img-1: StorageUnavailable: s3://up/raw/x: connect timeout"
+    job = job_state(
+        {
+            "status": {
+                "conditions": [
+                    {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}
+                ]
+            }
+        },
+        "pinster-mod-1",
+        said,
+    )
+    assert (job.status, job.waiting) == ("failed", "StorageUnavailable")
+    status = moderating()
+    for attempt in range(5):  # however long the outage lasts
+        d = decide(facts(status, 10 + attempt * 20, job=job), S)
+        assert d.status["phase"] == "Moderating" and "moderation" not in d.status["jobs"]
+        assert d.status["attempts"]["moderation"] == 0  # the failed Job is not counted
+        ready = cond(d.status, "Ready")
+        assert (ready["status"], ready["reason"]) == ("False", "StorageUnavailable")
+        assert "object store" in ready["message"]
+        assert d.note is not None and d.note[:2] == ("Warning", "StorageUnavailable")
+        # The next look asks for a new Job; with it, the stage goes on as before.
+        again = decide(facts(d.status, 11 + attempt * 20), S)
+        assert (again.action, again.stage) == (Action.ENQUEUE, Stage.MODERATION)
+        status = decide(facts(d.status, 12 + attempt * 20, assigned_job="pinster-mod-1"), S).status
+    # A pod that failed for the upload's own reasons still counts.
+    assert storage_trouble("retry img-1: ModerationUnavailable: throttled") == ""
+    assert storage_trouble("thumbnail: 3 succeeded\nfailed img-2: CorruptImage: bad") == ""
 
 
 def test_succeeded_job_without_result_counts_as_failure() -> None:
