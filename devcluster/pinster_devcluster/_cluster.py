@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import shutil
 import ssl
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -321,16 +320,9 @@ class DevCluster:
             KUBE_PROXY: f"http://127.0.0.1:{ports.kube_proxy_healthz}/healthz",
         }[name]
 
-    @contextlib.contextmanager
-    def _lock(self) -> Iterator[None]:
+    def _lock(self) -> contextlib.AbstractContextManager[None]:
         # Two `up`s at once (two terminals, parallel test sessions) would start two etcds.
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        with (self.state_dir / ".lock").open("w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        return _host.exclusive(self.state_dir / ".lock")
 
     def _saved_layout(self) -> Layout | None:
         return Layout.load(paths.cluster_file(self.state_dir), self.state_dir, self.bin_dir)

@@ -13,28 +13,19 @@ The claim is a small file naming the state directory of the cluster that holds t
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
-from pinster_devcluster._host import HostError
+from pinster_devcluster._host import HostError, exclusive
 
 #: where the claim lives
 CLAIM = Path("/run/pinster-devcluster/node.json")
 
 
-@contextlib.contextmanager
-def locked() -> Iterator[None]:
+def locked() -> contextlib.AbstractContextManager[None]:
     """Held while a node starts, so that two `up`s at once cannot both claim the machine."""
-    CLAIM.parent.mkdir(parents=True, exist_ok=True)
-    with (CLAIM.parent / ".lock").open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return exclusive(CLAIM.parent / ".lock")
 
 
 def holder() -> Path | None:

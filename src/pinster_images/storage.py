@@ -387,7 +387,8 @@ class StorageSettings:
 
     @classmethod
     def from_env(cls, env: Environ) -> StorageSettings:
-        backend = env_choice(env, "PINSTER_STORAGE_BACKEND", "local", ("local", "s3"))
+        # S3 unless told otherwise: what every real install uses (the chart offers only it).
+        backend = env_choice(env, "PINSTER_STORAGE_BACKEND", "s3", ("s3", "local"))
         directory = env_optional(env, "PINSTER_STORAGE_DIR")
         if backend == "local" and directory is None:
             raise ConfigError("PINSTER_STORAGE_DIR is required when PINSTER_STORAGE_BACKEND=local")

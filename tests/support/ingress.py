@@ -55,7 +55,10 @@ def settings(
         auth=AuthSettings(
             service_url=SERVICE_URL, api_url=API_URL, public_key=public_key, jwks=jwks
         ),
-        storage=storage or StorageSettings.from_env({"PINSTER_STORAGE_DIR": str(storage_dir)}),
+        storage=storage
+        or StorageSettings.from_env(
+            {"PINSTER_STORAGE_BACKEND": "local", "PINSTER_STORAGE_DIR": str(storage_dir)}
+        ),
         limits=limits or ImageLimits(),
         thumbnail_sizes=DEFAULT_THUMBNAIL_SIZES,
         namespace=namespace,

@@ -22,6 +22,7 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
         "PINSTER_SERVICE_URL": si.SERVICE_URL,
         "PINSTER_API_URL": si.API_URL,
         "PINSTER_API_PUBLIC_KEY": base64.b64encode(PAIR.public).decode(),
+        "PINSTER_STORAGE_BACKEND": "local",
         "PINSTER_STORAGE_DIR": str(tmp_path),
         **extra,
     }
