@@ -18,6 +18,7 @@ NODE = (
     "ctr",
     "registry",
     "minio",
+    "caddy",
     "coredns",
     "pause",
     "buildkitd",

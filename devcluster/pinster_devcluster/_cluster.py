@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -15,6 +16,7 @@ from pathlib import Path
 from pinster_devcluster import (
     _addons,
     _builds,
+    _configs,
     _health,
     _host,
     _kubeconfig,
@@ -22,6 +24,7 @@ from pinster_devcluster import (
     _network,
     _objectstore,
     _procs,
+    _website,
     paths,
 )
 from pinster_devcluster._binaries import check_bin_dir, default_bin_dir, default_cache_dir
@@ -38,6 +41,7 @@ from pinster_devcluster._components import (
     OBJECTSTORE,
     REGISTRY,
     SCHEDULER,
+    WEBSITE,
     Layout,
     Ports,
 )
@@ -162,7 +166,8 @@ class DevCluster:
     def s3(self) -> _objectstore.S3Endpoint:
         """The node's object store: URL, credentials, the two buckets made at start."""
         access, secret = _objectstore.credentials(self.state_dir)
-        return _objectstore.S3Endpoint(self._layout().objectstore_url, access, secret)
+        layout = self._layout()
+        return _objectstore.S3Endpoint(layout.objectstore_url, access, secret, layout.website_url)
 
     @property
     def ca_cert(self) -> Path:
@@ -281,6 +286,22 @@ class DevCluster:
         with self._lock():
             self._spawn(self._layout(), name)
 
+    def set_website_redirect(self, bucket: str, generate_url: str | None) -> None:
+        """Send reads of missing keys of ``bucket`` through the website front to
+        ``generate_url`` (the service's ``GET /generate``), as the original's bucket
+        redirect rule did; ``None`` removes the rule. Kept across restarts."""
+        with self._lock():
+            layout = self._layout()
+            rules = _website.load_rules(self.state_dir)
+            if generate_url is None:
+                rules.pop(bucket, None)
+            else:
+                rules[bucket] = generate_url
+            _website.save_rules(self.state_dir, rules)
+            document = _configs.write(layout, WEBSITE)
+            if paths.pid_file(self.state_dir, WEBSITE).exists():
+                _website.apply(layout.website_admin, json.loads(document.read_text()))
+
     def build_image(
         self,
         context: Path,
@@ -315,6 +336,7 @@ class DevCluster:
             SCHEDULER: f"https://127.0.0.1:{ports.scheduler}/healthz",
             REGISTRY: f"https://{layout.registry}",
             OBJECTSTORE: layout.objectstore_url,
+            WEBSITE: layout.website_url,
             CONTAINERD: f"unix://{layout.containerd_socket}",
             KUBELET: f"node {NODE_NAME} https://{NODE_IP}:{ports.kubelet}",
             KUBE_PROXY: f"http://127.0.0.1:{ports.kube_proxy_healthz}/healthz",
@@ -404,6 +426,7 @@ class DevCluster:
             if self.node:
                 start(REGISTRY)
                 start(OBJECTSTORE)
+                start(WEBSITE)
                 start(CONTAINERD)
             wait(lambda: _health.ok(f"{layout.server}/readyz", context), "kube-apiserver /readyz")
             # The controller-manager gives up after ~10 s without an apiserver: start it now.
@@ -459,6 +482,10 @@ class DevCluster:
         )
         endpoint = self.s3
         _objectstore.create_buckets(endpoint, endpoint.upload_bucket, endpoint.public_bucket)
+        wait(
+            lambda: _health.ok(f"http://{layout.website_admin}/config/"),
+            f"website front {layout.website_url}",
+        )
         _addons.apply(layout.server, context, [_addons.kubelet_api_binding()])
         start(KUBELET)
         start(KUBE_PROXY)
@@ -503,6 +530,7 @@ class DevCluster:
             stop(KUBE_PROXY)
             self._kill_containers()
             stop(CONTAINERD)
+            stop(WEBSITE)
             stop(OBJECTSTORE)
             stop(REGISTRY)
         for name in reversed(CONTROL_PLANE):

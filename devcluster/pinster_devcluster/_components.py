@@ -2,9 +2,10 @@
 
 Flags follow what kubeadm and controller-runtime's envtest pass, trimmed to one node.
 The control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler) runs
-for every cluster; the node (image registry, object store, containerd, kubelet,
-kube-proxy) only when the cluster has one. With a node, the API server, the kubelet,
-the registry and the object store listen on the node address (Pods reach them there);
+for every cluster; the node (image registry, object store and its website front,
+containerd, kubelet, kube-proxy) only when the cluster has one. With a node, the API
+server, the kubelet, the registry, the object store and the website listen on the node
+address (Pods reach them there);
 everything else listens on 127.0.0.1.
 Their configuration files are in ``_configs.py``.
 """
@@ -26,11 +27,12 @@ CONTROLLER_MANAGER = "kube-controller-manager"
 SCHEDULER = "kube-scheduler"
 REGISTRY = "registry"
 OBJECTSTORE = "objectstore"
+WEBSITE = "website"
 CONTAINERD = "containerd"
 KUBELET = "kubelet"
 KUBE_PROXY = "kube-proxy"
 CONTROL_PLANE = (ETCD, APISERVER, CONTROLLER_MANAGER, SCHEDULER)
-NODE = (REGISTRY, OBJECTSTORE, CONTAINERD, KUBELET, KUBE_PROXY)
+NODE = (REGISTRY, OBJECTSTORE, WEBSITE, CONTAINERD, KUBELET, KUBE_PROXY)
 #: start order; ``down`` stops in reverse
 COMPONENTS = CONTROL_PLANE + NODE
 
@@ -47,6 +49,8 @@ class Ports:
     registry: int
     objectstore: int
     objectstore_console: int
+    website: int
+    website_admin: int
     kubelet: int
     kubelet_healthz: int
     kube_proxy_healthz: int
@@ -146,6 +150,15 @@ class Layout:
         return f"http://{NODE_IP}:{self.ports.objectstore}"
 
     @property
+    def website_url(self) -> str:
+        """The object store's public front: anonymous reads, path-style (``_website``)."""
+        return f"http://{NODE_IP}:{self.ports.website}"
+
+    @property
+    def website_admin(self) -> str:
+        return f"127.0.0.1:{self.ports.website_admin}"
+
+    @property
     def containerd_socket(self) -> Path:
         return paths.node_dir(self.state_dir) / "containerd" / "containerd.sock"
 
@@ -160,6 +173,10 @@ class Layout:
 
     def env(self, component: str) -> dict[str, str]:
         """Variables a component is configured by, besides its command line."""
+        if component == WEBSITE:
+            # Caddy's own files (autosave, locks) go to the state directory, not ~/.config.
+            home = str(paths.node_dir(self.state_dir) / "website")
+            return {"XDG_CONFIG_HOME": home, "XDG_DATA_HOME": home}
         if component != OBJECTSTORE:
             return {}
         access, secret = _objectstore.credentials(self.state_dir)
@@ -293,6 +310,9 @@ class Layout:
             f"127.0.0.1:{self.ports.objectstore_console}",
             str(paths.node_dir(self.state_dir) / "objectstore" / "data"),
         ]
+
+    def _website(self) -> list[str]:
+        return [str(self.bin_dir / "caddy"), "run", "--config", str(_configs.path(self, WEBSITE))]
 
     def _containerd(self) -> list[str]:
         return [str(self.bin_dir / "containerd"), "--config", str(_configs.path(self, CONTAINERD))]

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from pinster_devcluster import paths
+from pinster_devcluster import _website, paths
 from pinster_devcluster._builds import pause_name
 from pinster_devcluster._network import (
     CLUSTER_DOMAIN,
@@ -223,6 +223,17 @@ def kube_proxy_config(layout: Layout) -> str:
     return yaml.safe_dump(document)
 
 
+def website_config(layout: Layout) -> str:
+    document = _website.config(
+        listen=layout.website_url.removeprefix("http://"),
+        admin=layout.website_admin,
+        objectstore=layout.objectstore_url.removeprefix("http://"),
+        data_dir=_node(layout, "website", "data"),
+        rules=_website.load_rules(layout.state_dir),
+    )
+    return json.dumps(document, indent=2)
+
+
 def path(layout: Layout, name: str) -> Path:
     """Where the file ``name`` (a key of ``FILES``) lives."""
     if name == "registry-hosts":
@@ -236,6 +247,7 @@ _PATHS = {
     "registry": ("registry", "config.yml"),
     "kubelet": ("kubelet.yaml",),
     "kube-proxy": ("kube-proxy.yaml",),
+    "website": ("website", "caddy.json"),
 }
 
 FILES = {
@@ -245,9 +257,15 @@ FILES = {
     "registry": registry_config,
     "kubelet": kubelet_config,
     "kube-proxy": kube_proxy_config,
+    "website": website_config,
 }
 
 
+def write(layout: Layout, name: str) -> Path:
+    """Render the file ``name`` (a key of ``FILES``) again."""
+    return _write(path(layout, name), FILES[name](layout))
+
+
 def write_node(layout: Layout) -> None:
-    for name, render in FILES.items():
-        _write(path(layout, name), render(layout))
+    for name in FILES:
+        write(layout, name)

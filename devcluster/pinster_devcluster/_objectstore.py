@@ -29,6 +29,8 @@ class S3Endpoint:
     url: str
     access_key: str
     secret_key: str
+    #: the public front (``_website``): where anonymous clients read published objects
+    website_url: str
     region: str = REGION
     upload_bucket: str = UPLOAD_BUCKET
     public_bucket: str = PUBLIC_BUCKET
@@ -47,7 +49,9 @@ class S3Endpoint:
     def env(
         self, upload_bucket: str | None = None, public_bucket: str | None = None
     ) -> dict[str, str]:
-        """The PINSTER_* and AWS_* variables of a process that stores images here."""
+        """The PINSTER_* and AWS_* variables of a process that stores images here (and
+        hands out URLs of the website front)."""
+        public = public_bucket or self.public_bucket
         return {
             "AWS_ACCESS_KEY_ID": self.access_key,
             "AWS_SECRET_ACCESS_KEY": self.secret_key,
@@ -56,12 +60,13 @@ class S3Endpoint:
             "PINSTER_S3_ENDPOINT_URL": self.url,
             "PINSTER_S3_REGION": self.region,
             "PINSTER_S3_UPLOAD_BUCKET": upload_bucket or self.upload_bucket,
-            "PINSTER_S3_PUBLIC_BUCKET": public_bucket or self.public_bucket,
+            "PINSTER_S3_PUBLIC_BUCKET": public,
+            "PINSTER_PUBLIC_URL": self.public_url(public),
         }
 
     def public_url(self, bucket: str | None = None) -> str:
-        """Where anonymous clients read the public bucket (path-style, as MinIO serves)."""
-        return f"{self.url}/{bucket or self.public_bucket}"
+        """Where anonymous clients read the public bucket: its website front, path-style."""
+        return f"{self.website_url}/{bucket or self.public_bucket}"
 
 
 def credentials(state_dir: Path) -> tuple[str, str]:

@@ -29,7 +29,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="pinster-images devcluster",
         description="A local Kubernetes cluster for development and tests: a control plane "
         "(etcd, kube-apiserver, kube-controller-manager, kube-scheduler) and a real node of this "
-        "machine (kubelet, kube-proxy, containerd, CoreDNS, an image registry). "
+        "machine (kubelet, kube-proxy, containerd, CoreDNS, an image registry, a MinIO object "
+        "store and its public website front). "
         "Pods' logs and shells: `kubectl logs`, `kubectl exec`.",
         parents=[common],
     )
@@ -51,6 +52,16 @@ def _parser() -> argparse.ArgumentParser:
         parents=[common],
         help="print JSON: node address, registry, object store (URL, buckets, credentials)",
     )
+    website = sub.add_parser(
+        "website",
+        parents=[common],
+        help="set a bucket's redirect rule: reads of a missing key go to URL?key=KEY "
+        "(the service's GET /generate, as the original's bucket rule)",
+    )
+    website.add_argument("--bucket", required=True, help="the public bucket")
+    rule = website.add_mutually_exclusive_group(required=True)
+    rule.add_argument("--redirect-missing-to", metavar="URL", help="e.g. http://SERVICE/generate")
+    rule.add_argument("--clear", action="store_true", help="remove the bucket's rule")
     image = sub.add_parser(
         "build-image",
         parents=[common],
@@ -135,6 +146,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "env":
             print(f"export KUBECONFIG={shlex.quote(str(cluster.kubeconfig))}")
             print(f'export PATH={shlex.quote(str(cluster.bin_dir))}:"$PATH"')
+            return 0
+        if args.command == "website":
+            cluster.set_website_redirect(
+                args.bucket, None if args.clear else args.redirect_missing_to
+            )
             return 0
         if args.registry is None:
             image = cluster.build_image(

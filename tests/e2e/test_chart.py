@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 import yaml
 from kubernetes import client
 from PIL import Image
@@ -197,6 +198,23 @@ def test_install_upload_test_upgrade_uninstall(
     assert Image.open(io.BytesIO(body)).size == (320, 200)
     thumbnails = [k for k in _keys(s3_server, public_bucket) if k.startswith(f"{md5}_")]
     assert thumbnails
+
+    # A size nobody rendered, through the bucket's website rule (as the original's): the
+    # front sends the missing key to GET /generate, which renders and stores it and
+    # answers 301 to its public URL.
+    devcluster.set_website_redirect(public_bucket, f"{url}/generate")
+    try:
+        on_demand = requests.get(f"{public_url}/{md5}_64xauto", timeout=60)
+    finally:
+        devcluster.set_website_redirect(public_bucket, None)
+    assert [(r.status_code, r.headers["Location"]) for r in on_demand.history] == [
+        (307, f"{url}/generate?key={md5}_64xauto"),
+        (301, f"{public_url}/{md5}_64xauto"),
+    ]
+    assert on_demand.status_code == 200 and on_demand.headers["Content-Type"] == "image/jpeg"
+    assert on_demand.headers["Cache-Control"] == "max-age=86400"
+    assert Image.open(io.BytesIO(on_demand.content)).size == (64, 40)
+    assert f"{md5}_64xauto" in _keys(s3_server, public_bucket)
 
     # helm test: its Pod uploads through the Service by its DNS name and waits for Ready.
     tested = helm("test", RELEASE, *kubeconfig, "--timeout", "300s", check=False)
