@@ -7,7 +7,9 @@ seconds (total and per upload), peak RSS (VmHWM) and RSS after settling, and the
 to kopf's documented ~300 MB per 1,000 objects.
 
 Run on the devcluster (started here in a temporary directory) or on any cluster:
-``.venv/bin/python bench/bench_operator.py [--uploads 10000] [--kubeconfig FILE]``.
+``.venv/bin/python bench/bench_operator.py [--uploads 10000] [--kubeconfig FILE]`` (with
+``--kubeconfig``, the operator's storage settings, PINSTER_S3_* and AWS_*, come from the
+environment).
 """
 
 from __future__ import annotations
@@ -111,7 +113,13 @@ def seen(metrics_url: str) -> int:
     return int(float(match.group(1))) if match else 0
 
 
-def run(kubeconfig: Path, count: int, work: Path, reuse: str | None = None) -> None:
+def run(
+    kubeconfig: Path,
+    count: int,
+    work: Path,
+    storage_env: dict[str, str],
+    reuse: str | None = None,
+) -> None:
     api = kube.api_client(str(kubeconfig))
     install_crd(api)
     from kubernetes import client
@@ -129,8 +137,7 @@ def run(kubeconfig: Path, count: int, work: Path, reuse: str | None = None) -> N
     env = {
         **os.environ,
         "KUBECONFIG": str(kubeconfig),
-        "PINSTER_STORAGE_BACKEND": "local",
-        "PINSTER_STORAGE_DIR": str(work / "storage"),
+        **storage_env,
         "PINSTER_API_URL": "http://127.0.0.1:9",
         "PINSTER_SERVICE_URL": "http://images.bench",
         "PINSTER_SERVICE_PRIVATE_KEY_FILE": str(work / "service.key"),
@@ -185,14 +192,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-operator-") as tmp:
         work = Path(tmp)
         if args.kubeconfig:
-            run(args.kubeconfig, args.uploads, work, args.reuse)
+            # The operator's storage (PINSTER_S3_*, AWS_*) from this environment.
+            run(args.kubeconfig, args.uploads, work, {}, args.reuse)
             return
         from pinster_devcluster import DevCluster
 
         cluster = DevCluster(work / "devcluster")
         cluster.up()
         try:
-            run(cluster.kubeconfig, args.uploads, work)
+            run(cluster.kubeconfig, args.uploads, work, cluster.s3.env())
         finally:
             cluster.down()
 

@@ -2,10 +2,11 @@
 
 The operator's last step is a signed POST to PinsterApi; without one, uploads would wait in
 Notifying. This serves the same stand-in the tests use (tests/support/pinster_api.py: it
-verifies the RS256 JWT with the image service's public key, `iss`, `aud`, `exp`, `nbf`) on
---host (the devcluster's node address, so that the operator's Pod reaches it), writes its
-URL to --url-file once listening, and prints one JSON line per request received. Runs
-until SIGTERM or SIGINT.
+verifies the RS256 JWT with the image service's public key, `iss`, `aud`, `exp`, `nbf`,
+and answers 400 to a body that does not match the operator's notification.schema.json)
+on --host (the devcluster's node address, so that the operator's Pod reaches it), writes
+its URL to --url-file once listening, and prints one JSON line per request received
+(with what was wrong, if anything). Runs until SIGTERM or SIGINT.
 
     python scripts/dev_pinster_api.py --host 10.253.0.1 --public-key KEYS/image-service.pub \
         --service-url http://pinster-images --url-file STATE/pinster-api.url

@@ -5,12 +5,12 @@ from __future__ import annotations
 import importlib
 import json
 import logging
-import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -21,17 +21,20 @@ from pinster_images.storage import Storage
 from pinster_ingress import _kube
 from pinster_ingress._auth import Claims, TokenVerifier
 from pinster_ingress._errors import HttpError, error, unavailable
-from pinster_ingress._intake import Intake
+from pinster_ingress._intake import FIELD_HEADERS, Intake
 from pinster_ingress._metrics import Metrics, MetricsMiddleware
 from pinster_ingress._openapi import document as openapi_document
 from pinster_ingress._settings import IngressSettings
-from pinster_ingress._status import status_body
+from pinster_ingress._status import NAME, status_body
 
 log = logging.getLogger("pinster_ingress")
 
 #: The original answered every request with these (browsers call it directly).
 CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Credentials": "true"}
-_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,251}[a-z0-9])?$")
+#: Request headers a browser may send cross-origin (answered to a CORS preflight).
+PREFLIGHT_HEADERS = ", ".join(
+    ["Authorization", "Content-Type", *map(str.title, FIELD_HEADERS.values())]
+)
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -99,6 +102,9 @@ class Service:
         self.verifier = verifier
         self.metrics = metrics
         self.intake = Intake(settings, storage, uploads, metrics)
+        self.contributed = optional_routes(self)
+        # Settings are read once, so the document is built once.
+        self.document = openapi_document(settings, self.contributed)
 
     async def claims(self, request: Request) -> Claims:
         header = request.headers.get("authorization")
@@ -123,7 +129,7 @@ class Service:
         claims = await self.claims(request)
         name = request.path_params["name"]
         namespace = self.settings.namespace
-        found = await _kube.get(self.uploads, namespace, name) if _NAME.match(name) else None
+        found = await _kube.get(self.uploads, namespace, name) if NAME.fullmatch(name) else None
         uploader = ((found or {}).get("spec") or {}).get("uploader") or {}
         # Only the imageable the token speaks for may read it; others learn nothing.
         if found is None or (uploader.get("imageableType"), uploader.get("imageableId")) != (
@@ -156,10 +162,10 @@ class Service:
         return Response(self.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     async def openapi(self, request: Request) -> Response:
-        return ImageJSONResponse(openapi_document(self.settings))
+        return ImageJSONResponse(self.document)
 
     def routes(self) -> list[BaseRoute]:
-        """The route list. ``/generate`` comes from ``pinster_ingress._generate`` if present."""
+        """The route list, with those other parts contribute (``/generate``)."""
         retry = self.settings.retry_after
         routes: list[BaseRoute] = [
             Route("/", guarded(self.upload, retry), methods=["POST"]),
@@ -171,7 +177,7 @@ class Service:
             Route("/metrics", guarded(self.metrics_endpoint, retry), methods=["GET"]),
             Route("/openapi.json", guarded(self.openapi, retry), methods=["GET"]),
         ]
-        return routes + optional_routes(self)
+        return routes + self.contributed
 
 
 def optional_routes(service: Service) -> list[BaseRoute]:
@@ -184,6 +190,35 @@ def optional_routes(service: Service) -> list[BaseRoute]:
         return []
     contributed: Sequence[BaseRoute] = generate.routes(service)
     return list(contributed)
+
+
+def _routing_refusal(request: Request, reason: str, status: int, **headers: str) -> Response:
+    return ImageJSONResponse(
+        {"error": f"{request.method} {request.url.path}: {reason}", "reason": reason},
+        status_code=status,
+        headers={**CORS, **headers},
+    )
+
+
+async def not_found(request: Request, exc: Exception) -> Response:
+    return _routing_refusal(request, "NotFound", 404)
+
+
+async def method_not_allowed(request: Request, exc: Exception) -> Response:
+    """405 with ``Allow`` (Starlette's route names its methods; HEAD comes with GET); an
+    OPTIONS request is answered here too: 204, ``Allow`` and the CORS preflight headers,
+    without a token, since a browser sends the preflight without credentials."""
+    headers = exc.headers if isinstance(exc, HTTPException) and exc.headers else {}
+    methods = {m.strip() for m in headers.get("Allow", "").split(",") if m.strip()}
+    allow = ", ".join(sorted(methods | {"OPTIONS"}))
+    if request.method == "OPTIONS":
+        preflight = {
+            "Allow": allow,
+            "Access-Control-Allow-Methods": allow,
+            "Access-Control-Allow-Headers": PREFLIGHT_HEADERS,
+        }
+        return Response(status_code=204, headers={**CORS, **preflight})
+    return _routing_refusal(request, "MethodNotAllowed", 405, Allow=allow)
 
 
 def create_app(
@@ -204,16 +239,10 @@ def create_app(
     metrics = metrics or Metrics()
     service = Service(settings, storage, uploads, verifier or TokenVerifier(settings.auth), metrics)
 
-    async def not_found(request: Request, exc: Exception) -> Response:
-        code = int(getattr(exc, "status_code", 404))
-        reason = "NotFound" if code == 404 else "MethodNotAllowed"
-        return ImageJSONResponse(
-            {"error": f"{request.method} {request.url.path}: {reason}", "reason": reason},
-            status_code=code,
-            headers=CORS,
-        )
-
-    app = Starlette(routes=service.routes(), exception_handlers={404: not_found, 405: not_found})
+    app = Starlette(
+        routes=service.routes(),
+        exception_handlers={404: not_found, 405: method_not_allowed},
+    )
     app.state.service = service
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

@@ -36,6 +36,8 @@ _DELETE = bytes(b for b in range(256) if b not in _B64 + b"-_=")
 _URLSAFE = bytes.maketrans(b"-_", b"+/")
 _DATA_URI = re.compile(rb'data:([^/;"\\]+)\\?/([^;"\\]+);base64,')
 _SIMPLE_ESCAPES = {ord("/"): b"/"}  # others (\n, \", ...) are not base64 and are dropped
+#: Standard base64 of at least one byte, padded: what the document asks clients to send.
+_CANONICAL_BASE64 = "(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{4}|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{2}==)"
 
 
 class ImageSink:
@@ -285,6 +287,18 @@ class JsonBodyScanner:
         )
 
 
+def data_uri_pattern(media_types: tuple[str, ...]) -> str:
+    """The canonical data URI of an image, as a JSON Schema pattern.
+
+    Every string it matches gets past :func:`decode_data_uri` and the type check (an
+    ``image/*`` type, a non-empty payload). The reader accepts more, as the original
+    did: any ``image/`` subtype (then 415), URL-safe base64, characters skipped.
+    """
+    subtypes = "|".join(t.removeprefix("image/") for t in media_types)
+    # Subtypes are [a-z0-9-]: nothing in them needs escaping in any regex dialect.
+    return f"^data:image/(?:{subtypes});base64,{_CANONICAL_BASE64}$"
+
+
 def decode_data_uri(value: str, limits: ImageLimits) -> tuple[str, str, ImageSink] | None:
     """A data URI given in full (a short one): (type, subtype, decoded) or None."""
     match = _DATA_URI.search(value.encode("utf-8", "replace"))
@@ -310,5 +324,6 @@ __all__ = [
     "JsonBodyScanner",
     "ParsedJson",
     "StreamedImage",
+    "data_uri_pattern",
     "decode_data_uri",
 ]

@@ -18,7 +18,13 @@ from typing import Any
 
 from pinster_ingress._errors import FEATURED_MESSAGE, FIELD_MESSAGE, invalid_fields
 
+#: ``name`` and ``description``: longer than 3 and shorter than 140 UTF-16 code units.
+MIN_TEXT, MAX_TEXT = 4, 139
 MAX_FEATURED = 64  # the CRD's bound
+#: ``featured``: printable ASCII (it becomes an S3 metadata header).
+FEATURED = re.compile(rf"[ -~]{{1,{MAX_FEATURED}}}")
+#: The JSON values JavaScript finds falsy (and NaN): a field holding one is ignored.
+FALSY: tuple[Any, ...] = (None, False, 0, "")
 _NAME_DROP = re.compile(r"[^A-Za-z0-9_\s]")
 _DESCRIPTION_DROP = re.compile(r"[^A-Za-z0-9_\s\\.!?]")
 _WHITESPACE = re.compile(r"\s")
@@ -47,12 +53,8 @@ class TooLong:
 
 
 def truthy(value: Any) -> bool:
-    """JavaScript truthiness of a JSON value."""
-    if value is None or value is False or value == "":
-        return False
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return value != 0 and not (isinstance(value, float) and math.isnan(value))
-    return True
+    """JavaScript truthiness of a JSON value (``0.0 == 0``, so it is falsy too)."""
+    return not (value in FALSY or (isinstance(value, float) and math.isnan(value)))
 
 
 def js_length(text: str) -> int:
@@ -62,7 +64,7 @@ def js_length(text: str) -> int:
 def _text(value: Any, drop: re.Pattern[str]) -> str | None:
     if not isinstance(value, str):
         return None
-    if not 3 < js_length(value) < 140:
+    if not MIN_TEXT <= js_length(value) <= MAX_TEXT:
         return None
     # \s in a str pattern is Unicode whitespace, as JavaScript's; S3 metadata is ASCII.
     return _WHITESPACE.sub(" ", drop.sub("", value))
@@ -80,12 +82,7 @@ def validate(data: dict[str, Any]) -> Fields:
     if truthy(featured):
         if isinstance(featured, int | float) and not isinstance(featured, bool):
             featured = str(featured)
-        if (
-            isinstance(featured, str)
-            and len(featured) <= MAX_FEATURED
-            and featured.isascii()
-            and featured.isprintable()
-        ):
+        if isinstance(featured, str) and FEATURED.fullmatch(featured):
             values["featured"] = featured
         else:
             errors["featured"] = FEATURED_MESSAGE

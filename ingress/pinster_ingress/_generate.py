@@ -28,13 +28,15 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from pinster_images.config import Environ, env_list, parse_size
+from pinster_images.config import Environ, ThumbnailSizes, env_list, parse_size, size_pattern
 from pinster_images.errors import ConfigError, NotFoundError, PermanentError
+from pinster_images.resource import MD5_PATTERN
 from pinster_images.sniff import ImageLimits, ImageRejected
 from pinster_images.storage import Area, Storage, thumbnail_key
 from pinster_ingress._errors import error
+from pinster_ingress._openapi import DocumentedRoute, refusal, unavailable
 
-_KEY = re.compile(r"^(?P<md5>[0-9a-f]{32})_(?P<size>[0-9a-z]+x[0-9a-z]+)$")
+_KEY = re.compile(f"(?P<md5>{MD5_PATTERN})_(?P<size>[0-9a-z]+x[0-9a-z]+)")
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,7 @@ class Generator:
                     del self._flights[key]
 
     def parse(self, key: str) -> tuple[str, str]:
-        match = _KEY.match(key)
+        match = _KEY.fullmatch(key)
         if match is None:
             raise error(400, "InvalidKey", f"key {key!r} is not <md5>_<W>x<H>")
         size = match.group("size")
@@ -118,6 +120,42 @@ class Generator:
         return self.storage.public_url(expected)
 
 
+def path_item(allowed: tuple[str, ...]) -> dict[str, Any]:
+    """``GET /generate`` in the upload service's OpenAPI document."""
+    # Allowed sizes were checked at start, so they are valid sizes.
+    sizes = "|".join(allowed) if allowed else size_pattern()
+    key = {
+        "name": "key",
+        "in": "query",
+        "required": True,
+        "description": (
+            f"`<md5>_<W>x<H>`: each side 1-{ThumbnailSizes.MAX_SIDE} or `auto`, not both `auto`"
+        ),
+        "schema": {"type": "string", "pattern": f"^{MD5_PATTERN}_(?:{sizes})$"},
+    }
+    return {
+        "get": {
+            "operationId": "generate",
+            "summary": "The public URL of a thumbnail, rendered from the original if needed",
+            "parameters": [key],
+            "responses": {
+                "301": {
+                    "description": "the thumbnail is stored: its public URL",
+                    "headers": {"Location": {"required": True, "schema": {"type": "string"}}},
+                },
+                "400": refusal("`key` is not `<md5>_<W>x<H>` or names no valid size"),
+                "403": refusal("the size is not in PINSTER_THUMBNAIL_ALLOWED_SIZES"),
+                "404": refusal("no published original (unknown, processing, or rejected)"),
+                "413": refusal("the original is above PINSTER_MAX_BYTES"),
+                "415": refusal("the original is not an image this installation decodes"),
+                "422": refusal("the original is corrupt or above the pixel or frame limits"),
+                "502": refusal("the object store refused a request (a deployment problem)"),
+                "503": unavailable(),
+            },
+        }
+    }
+
+
 def generate_route(generator: Generator, retry_after: int) -> Route:
     from pinster_ingress._app import guarded
 
@@ -126,7 +164,12 @@ def generate_route(generator: Generator, retry_after: int) -> Route:
         url = await run_in_threadpool(generator.generate, key)
         return RedirectResponse(url, status_code=301)
 
-    return Route("/generate", guarded(generate, retry_after), methods=["GET"])
+    return DocumentedRoute(
+        "/generate",
+        guarded(generate, retry_after),
+        methods=["GET"],
+        path_item=path_item(tuple(sorted(generator.allowed))),
+    )
 
 
 def routes(service: Any) -> list[BaseRoute]:

@@ -13,6 +13,7 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 KNOWN = {
     "/": "upload",
     "/v1/images": "upload",
+    "/v1/images/": "upload",
     "/healthz": "healthz",
     "/readyz": "readyz",
     "/metrics": "metrics",

@@ -1,92 +1,466 @@
-"""The OpenAPI 3.1 document, written by hand to describe exactly what the handlers do."""
+"""The OpenAPI 3.1 document, written by hand to describe exactly what the handlers do.
+
+Exactly: a request the document allows gets past every check it can state (what is left
+is what the bytes are: 413/415/422), a request it forbids is refused, and every answer
+matches one declared shape. ``tests/unit/test_contract_local.py`` holds the service to
+that with schemathesis. Constraints come from the constants the validators use.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from starlette.routing import BaseRoute, Route
+
+from pinster_images.resource import MD5_PATTERN, Phase
+from pinster_images.sniff import accepted_types
+from pinster_ingress._body import OUTLINE_LIMIT, data_uri_pattern
 from pinster_ingress._errors import EXAMPLE_BODY, FEATURED_MESSAGE, FIELD_MESSAGE
+from pinster_ingress._fields import FALSY, FEATURED, MAX_FEATURED, MAX_TEXT, MIN_TEXT
+from pinster_ingress._intake import FIELD_HEADERS
 from pinster_ingress._settings import IngressSettings
+from pinster_ingress._status import NAME
 
-_ERROR = {"$ref": "#/components/schemas/Error"}
+#: A 1x1 PNG: the example upload, which the service accepts (so tools can chain it).
+EXAMPLE_IMAGE = (
+    "data:image/png;base64,"
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR42mM4UaEBAAN0AWn1BwN7AAAAAElFTkSuQmCC"
+)
+ERROR = {"$ref": "#/components/schemas/Error"}
+# Characters outside the BMP count twice in JavaScript's length, once in JSON Schema's.
+_ASTRAL = r"[^\x00-\uffff]"
+_ANY = r"[\s\S]"
 
 
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+class DocumentedRoute(Route):
+    """A route that carries its OpenAPI path item: a part that contributes routes
+    (``_generate``) describes them where it implements them."""
+
+    def __init__(
+        self,
+        path: str,
+        endpoint: Callable[..., Any],
+        *,
+        methods: list[str],
+        path_item: dict[str, Any],
+    ) -> None:
+        super().__init__(path, endpoint, methods=methods)
+        self.path_item = path_item
+
+
+def json_content(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def _errors(*statuses: int) -> dict[str, Any]:
-    texts = {
-        400: "Bad Request: missing fields (example_body), invalid fields (errors.data), "
-        "data URI not base64 or not image/*",
-        401: "Authorization header or token missing",
-        403: "token invalid (signature, algorithm, aud, iss, exp, nbf, claims)",
-        404: "no such ImageUpload for this token's imageable",
-        413: "image bytes above PINSTER_MAX_BYTES (or fields above 1 MiB)",
-        415: "not a supported image, or the declared type disagrees with the bytes",
-        422: "truncated or corrupt image, or above PINSTER_MAX_PIXELS / PINSTER_MAX_FRAMES",
-        502: "the API server refused the ImageUpload (configuration problem)",
-        503: "storage or API server unavailable; retry after Retry-After seconds",
-    }
-    out: dict[str, Any] = {}
-    for status in statuses:
-        schema: dict[str, Any] = _ERROR
-        if status == 400:
-            schema = {
-                "oneOf": [
-                    _ERROR,
-                    {"$ref": "#/components/schemas/MissingFields"},
-                    {"$ref": "#/components/schemas/InvalidFields"},
-                ]
-            }
-        out[str(status)] = _json(schema, texts[status])
-        if status == 503:
-            out["503"]["headers"] = {"Retry-After": {"schema": {"type": "integer"}}}
-    return out
+def refusal(description: str, schema: dict[str, Any] = ERROR) -> dict[str, Any]:
+    """A 4xx/5xx answer: ``{"error", "reason"}`` unless it is one of the original's."""
+    return json_content(schema, description)
 
 
-def document(settings: IngressSettings) -> dict[str, Any]:
-    limits = settings.limits
-    field = {"type": ["string", "null"], "description": FIELD_MESSAGE}
-    upload_request = {
-        "required": False,
-        "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/UploadBody"}},
-            "image/*": {
-                "schema": {
-                    "type": "string",
-                    "format": "binary",
-                    "description": "raw form: the body is the image",
-                },
-            },
+def unauthorized() -> dict[str, Any]:
+    return {
+        **refusal("no Authorization header, or no token in it (`MissingToken`)"),
+        "headers": {
+            "WWW-Authenticate": {"required": True, "schema": {"type": "string", "const": "Bearer"}}
         },
     }
-    raw_params = [
-        {
-            "name": key,
-            "in": "query",
-            "required": False,
-            "schema": {"type": "string"},
-            "description": f"raw form only: {key} (or header X-Pinster-{key.title()})",
+
+
+def unavailable() -> dict[str, Any]:
+    return {
+        **refusal(
+            "the object store or the API server is unreachable (`StorageUnavailable`, "
+            "`KubernetesUnavailable`...): retry after `Retry-After` seconds"
+        ),
+        "headers": {"Retry-After": {"required": True, "schema": {"type": "integer", "minimum": 1}}},
+    }
+
+
+FORBIDDEN = "token invalid: signature, algorithm, aud, iss, exp, nbf or claims (`InvalidToken`)"
+REFUSED = "the API server refused a request the service made (RBAC, schema): a deployment problem"
+
+
+#: What each text field keeps when it is stored.
+_KEPT = {"name": "word characters and spaces", "description": "word characters, spaces, \\ . ! ?"}
+
+
+def _text_field(field: str) -> dict[str, Any]:
+    """``name``/``description``: ignored when falsy, else MIN_TEXT..MAX_TEXT UTF-16 units."""
+    half = MAX_TEXT // 2  # this many code points never exceed MAX_TEXT units
+    return {
+        "description": (
+            f"Optional. Ignored when null, false, 0 or empty; otherwise a string of "
+            f"{MIN_TEXT}-{MAX_TEXT} UTF-16 code units (JavaScript's length: a character "
+            f"outside the BMP counts twice), else 400 `{FIELD_MESSAGE}` Stored sanitised "
+            f"({_KEPT[field]} kept). Strings of {half + 1}-{MAX_TEXT - 1} code points that "
+            f"mix in characters outside the BMP may pass the length rule; JSON Schema cannot "
+            f"say which."
+        ),
+        "anyOf": [
+            {"type": "string", "minLength": MIN_TEXT, "maxLength": half},
+            {
+                "type": "string",
+                "minLength": half + 1,
+                "maxLength": MAX_TEXT,
+                "pattern": r"^[\x00-\uffff]*$",
+            },
+            # 2 or 3 code points reach MIN_TEXT units with characters outside the BMP.
+            {"type": "string", "pattern": _short_astral()},
+            {"enum": list(FALSY)},
+        ],
+    }
+
+
+def _short_astral() -> str:
+    """2 astral characters, or 3 characters of which one is astral: the strings under
+    MIN_TEXT (4) code points that reach it in UTF-16 units."""
+    a, x = _ASTRAL, _ANY
+    return f"^(?:{a}{a}|{a}{x}{x}|{x}{a}{x}|{x}{x}{a})$"
+
+
+def _featured() -> dict[str, Any]:
+    return {
+        "description": (
+            "Optional; meant as an ISO 8601 time (`2024-05-01T10:00:00Z`), which the service "
+            f"does not check, as the original did not: ignored when falsy, else a string of at "
+            f"most {MAX_FEATURED} printable ASCII characters or a number (kept as its text), "
+            f"else 400 `{FEATURED_MESSAGE}`"
+        ),
+        "examples": ["2024-05-01T10:00:00Z"],
+        "anyOf": [
+            {"type": "string", "pattern": f"^(?:{FEATURED.pattern})?$"},
+            {"type": "number"},
+            {"enum": [None, False]},
+        ],
+    }
+
+
+def _upload_body(settings: IngressSettings) -> dict[str, Any]:
+    types = accepted_types()
+    shortest = min(len(f"data:{t};base64,") for t in types)
+    image = {
+        "type": "string",
+        "pattern": data_uri_pattern(types),
+        # An image of PINSTER_MAX_BYTES, base64-encoded behind the shortest prefix.
+        "maxLength": shortest + -(-settings.limits.max_bytes // 3) * 4,
+        "description": (
+            "`data:image/<type>;base64,<payload>`; a non-image type is 400 "
+            "`UnsupportedFileType`, a payload that is not base64 400 `InvalidDataUri`. The "
+            "decoded bytes must be the declared format (415), whole and within "
+            "PINSTER_MAX_BYTES / PINSTER_MAX_PIXELS / PINSTER_MAX_FRAMES (413/422)."
+        ),
+    }
+    return {
+        "type": "object",
+        "required": ["data"],
+        "properties": {
+            "data": {
+                "type": "object",
+                "required": ["image"],
+                "properties": {
+                    "image": image,
+                    "name": _text_field("name"),
+                    "description": _text_field("description"),
+                    "featured": _featured(),
+                },
+            }
+        },
+    }
+
+
+def _upload_request(settings: IngressSettings) -> dict[str, Any]:
+    headers = ", ".join(f"`{h.title()}`" for h in FIELD_HEADERS.values())
+    raw = {
+        "schema": {
+            "type": "string",
+            "format": "binary",
+            "minLength": 1,  # an empty body is 400 MissingFields
+            "maxLength": settings.limits.max_bytes,
+            "description": (
+                "raw form: the body is the image. `name`, `description`, `featured` (same "
+                f"rules as in JSON) come from the query string, else from the headers {headers} "
+                "(percent-encoded UTF-8); they are not parameters here because the JSON form "
+                "ignores them. `application/octet-stream`: the type is sniffed, not checked."
+            ),
         }
-        for key in ("name", "description", "featured")
-    ]
-    upload = {
+    }
+    example = {
+        "image": EXAMPLE_IMAGE,
+        "name": "Summer pin",
+        "description": "A pin from the beach.",
+        "featured": "2024-05-01T10:00:00Z",
+    }
+    return {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {"$ref": "#/components/schemas/UploadBody"},
+                "example": {"data": example},
+            },
+            **{t: raw for t in (*accepted_types(), "application/octet-stream")},
+        },
+    }
+
+
+def _accepted(description: str) -> dict[str, Any]:
+    return {
+        **json_content({"$ref": "#/components/schemas/Accepted"}, description),
+        "headers": {
+            "Location": {
+                "required": True,
+                "description": "the status URL",
+                "schema": {"type": "string", "pattern": "^/v1/images/"},
+            }
+        },
+        "links": {
+            "status": {
+                "operationId": "status",
+                "parameters": {"name": "$response.body#/name"},
+                "description": "read the upload's phase, verdict and URLs",
+            }
+        },
+    }
+
+
+def _upload(settings: IngressSettings) -> dict[str, Any]:
+    # Disjoint shapes: the original's exact bodies, and errors that always have a reason.
+    bad_request = {
+        "oneOf": [
+            {"$ref": "#/components/schemas/MissingFields"},
+            {"$ref": "#/components/schemas/InvalidFields"},
+            ERROR,
+        ]
+    }
+    return {
         "summary": "Upload an image (JSON data URI, or raw bytes with Content-Type image/*)",
         "security": [{"bearer": []}],
-        "parameters": raw_params,
-        "requestBody": upload_request,
+        "requestBody": _upload_request(settings),
         "responses": {
-            "202": {
-                **_json({"$ref": "#/components/schemas/Accepted"}, "stored; ImageUpload created"),
-                "headers": {"Location": {"schema": {"type": "string"}}},
-            },
-            "200": _json(
-                {"$ref": "#/components/schemas/Accepted"},
-                "the same upload was made before: the existing ImageUpload",
+            "202": _accepted("stored; the ImageUpload is created"),
+            "200": _accepted("the same upload was made before: the existing ImageUpload"),
+            "400": refusal(
+                "missing body, unparseable JSON, no `data` or no truthy `data.image` (the "
+                "original's `example_body`, byte for byte); invalid fields (`errors.data`); "
+                "`InvalidDataUri`, `UnsupportedFileType`, `TooManyImages`",
+                bad_request,
             ),
-            **_errors(400, 401, 403, 413, 415, 422, 502, 503),
+            "401": unauthorized(),
+            "403": refusal(FORBIDDEN),
+            "413": refusal(
+                "the image above PINSTER_MAX_BYTES (`ImageTooLarge`), or JSON fields above "
+                f"{OUTLINE_LIMIT} bytes (`FieldsTooLarge`)"
+            ),
+            "415": refusal(
+                "not a supported image (`UnsupportedImageType`), or not the declared type "
+                "(`ContentTypeMismatch`)"
+            ),
+            "422": refusal(
+                "truncated or corrupt image, or above PINSTER_MAX_PIXELS / PINSTER_MAX_FRAMES "
+                "(`TruncatedImage`, `CorruptImage`, `TooManyPixels`, `TooManyFrames`)"
+            ),
+            "502": refusal(REFUSED),
+            "503": unavailable(),
         },
     }
+
+
+def _status() -> dict[str, Any]:
+    return {
+        "get": {
+            "operationId": "status",
+            "summary": "Phase, conditions, verdict and published URLs of an upload",
+            "security": [{"bearer": []}],
+            "parameters": [
+                {
+                    "name": "name",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": f"^{NAME.pattern}$"},
+                }
+            ],
+            "responses": {
+                "200": json_content({"$ref": "#/components/schemas/Status"}, "the upload"),
+                "401": unauthorized(),
+                "403": refusal(FORBIDDEN),
+                "404": refusal(
+                    "no such ImageUpload, or it belongs to another imageable (`NotFound`)"
+                ),
+                "502": refusal(REFUSED),
+                "503": unavailable(),
+            },
+        }
+    }
+
+
+def _plain(operation_id: str, responses: dict[str, Any]) -> dict[str, Any]:
+    return {"get": {"operationId": operation_id, "responses": responses}}
+
+
+def _schemas(settings: IngressSettings) -> dict[str, Any]:
+    nullable_object = {"type": ["object", "null"]}
+    return {
+        "UploadBody": _upload_body(settings),
+        "Accepted": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["name", "namespace", "md5", "status_url"],
+            "properties": {
+                "name": {"type": "string", "pattern": f"^{NAME.pattern}$"},
+                "namespace": {"type": "string"},
+                "md5": {"type": "string", "pattern": f"^{MD5_PATTERN}$"},
+                "status_url": {"type": "string", "pattern": "^/v1/images/"},
+            },
+        },
+        "Status": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": [
+                "name",
+                "namespace",
+                "md5",
+                "phase",
+                "terminal",
+                "conditions",
+                "verdict",
+                "published",
+                "urls",
+                "created",
+                "completed",
+            ],
+            "properties": {
+                "name": {"type": "string"},
+                "namespace": {"type": "string"},
+                "md5": {"type": "string", "pattern": f"^{MD5_PATTERN}$"},
+                "phase": {"enum": [phase.value for phase in Phase]},
+                "terminal": {"type": "boolean"},
+                "conditions": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["type", "status", "reason", "message", "lastTransitionTime"],
+                        "properties": {
+                            "type": {"type": "string"},
+                            "status": {"enum": ["True", "False", "Unknown"]},
+                            "reason": {"type": "string"},
+                            "message": {"type": "string"},
+                            "lastTransitionTime": {"type": "string"},
+                            "observedGeneration": {"type": "integer"},
+                        },
+                    },
+                },
+                "verdict": {
+                    **nullable_object,
+                    "description": "decision (Approved, Rejected), backend, threshold, labels",
+                },
+                "published": {
+                    **nullable_object,
+                    "description": "the original's and each thumbnail's key and URL",
+                },
+                "urls": {
+                    "type": "object",
+                    "description": "`original` and each `<W>x<H>` size: its public URL",
+                    "additionalProperties": {"type": "string"},
+                },
+                "created": {"type": ["string", "null"]},
+                "completed": {"type": ["string", "null"]},
+            },
+        },
+        "Error": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["error", "reason"],
+            "properties": {
+                "error": {"type": "string"},
+                "reason": {"type": "string", "pattern": "^[A-Z][A-Za-z]*$"},
+            },
+        },
+        # The original's bodies, byte for byte: one exact value each.
+        "MissingFields": {"const": EXAMPLE_BODY},
+        "InvalidFields": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["errors"],
+            "properties": {
+                "errors": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["data"],
+                    "properties": {
+                        "data": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "minProperties": 1,
+                            "properties": {
+                                "name": {"const": FIELD_MESSAGE},
+                                "description": {"const": FIELD_MESSAGE},
+                                "featured": {"const": FEATURED_MESSAGE},
+                            },
+                        }
+                    },
+                }
+            },
+        },
+    }
+
+
+def document(settings: IngressSettings, routes: Sequence[BaseRoute] = ()) -> dict[str, Any]:
+    """The document; ``routes`` may add the path items of contributed routes."""
+    limits = settings.limits
+    upload = _upload(settings)
+    health = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["status"],
+        "properties": {"status": {"const": "ok"}},
+    }
+    readiness = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["status", "checks"],
+        "properties": {
+            "status": {"enum": ["ok", "unavailable"]},
+            "checks": {
+                "type": "object",
+                "description": "`storage`, `kubernetes`: `ok` or what failed",
+                "additionalProperties": {"type": "string"},
+            },
+        },
+    }
+    paths: dict[str, Any] = {
+        "/": {"post": {**upload, "operationId": "uploadLegacy"}},
+        "/v1/images": {"post": {**upload, "operationId": "upload"}},
+        "/v1/images/": {"post": {**upload, "operationId": "uploadTrailingSlash"}},
+        "/v1/images/{name}": _status(),
+        "/healthz": _plain("healthz", {"200": json_content(health, "the process serves")}),
+        "/readyz": _plain(
+            "readyz",
+            {
+                "200": json_content(readiness, "storage and API server reachable"),
+                "503": json_content(readiness, "a dependency is unreachable"),
+            },
+        ),
+        "/metrics": _plain(
+            "metrics",
+            {
+                "200": {
+                    "description": "Prometheus text format",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                }
+            },
+        ),
+        "/openapi.json": _plain(
+            "openapi",
+            {
+                "200": json_content(
+                    {"type": "object", "required": ["openapi", "info", "paths"]}, "this document"
+                )
+            },
+        ),
+    }
+    for route in routes:
+        if isinstance(route, DocumentedRoute):
+            paths[route.path] = route.path_item
     return {
         "openapi": "3.1.0",
         "info": {
@@ -95,127 +469,17 @@ def document(settings: IngressSettings) -> dict[str, Any]:
             "description": (
                 f"Limits: {limits.max_bytes} bytes, {limits.max_pixels} pixels, "
                 f"{limits.max_frames} frames. Tokens: RS256 from PinsterApi, "
-                f"aud={settings.auth.service_url}, iss={settings.auth.api_url}."
+                f"aud={settings.auth.service_url}, iss={settings.auth.api_url}. Every answer "
+                "carries `Access-Control-Allow-Origin: *`. Any route answers OPTIONS with 204, "
+                "`Allow` and the CORS preflight headers (no token needed), HEAD where it "
+                "answers GET, and other methods with 405 and `Allow`. A 500 is a bug."
             ),
         },
-        "paths": {
-            "/": {"post": {**upload, "operationId": "uploadLegacy"}},
-            "/v1/images": {"post": {**upload, "operationId": "upload"}},
-            "/v1/images/{name}": {
-                "get": {
-                    "operationId": "status",
-                    "summary": "Phase, conditions, verdict and published URLs of an upload",
-                    "security": [{"bearer": []}],
-                    "parameters": [
-                        {
-                            "name": "name",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "string"},
-                        }
-                    ],
-                    "responses": {
-                        "200": _json({"$ref": "#/components/schemas/Status"}, "the upload"),
-                        **_errors(401, 403, 404, 502, 503),
-                    },
-                }
-            },
-            "/healthz": {
-                "get": {
-                    "operationId": "healthz",
-                    "responses": {"200": _json({"type": "object"}, "the process is serving")},
-                }
-            },
-            "/readyz": {
-                "get": {
-                    "operationId": "readyz",
-                    "responses": {
-                        "200": _json({"type": "object"}, "storage and API server reachable"),
-                        "503": _json({"type": "object"}, "a dependency is unreachable"),
-                    },
-                }
-            },
-            "/metrics": {
-                "get": {
-                    "operationId": "metrics",
-                    "responses": {
-                        "200": {
-                            "description": "Prometheus text format",
-                            "content": {"text/plain": {"schema": {"type": "string"}}},
-                        }
-                    },
-                }
-            },
-        },
+        "paths": paths,
         "components": {
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
             },
-            "schemas": {
-                "UploadBody": {
-                    "type": "object",
-                    "properties": {
-                        "data": {
-                            "type": "object",
-                            "required": ["image"],
-                            "properties": {
-                                "image": {
-                                    "type": "string",
-                                    "description": "data:image/<type>;base64,<payload>",
-                                },
-                                "name": field,
-                                "description": field,
-                                "featured": {
-                                    "type": ["string", "null"],
-                                    "maxLength": 64,
-                                    "description": FEATURED_MESSAGE,
-                                },
-                            },
-                        }
-                    },
-                    "required": ["data"],
-                },
-                "Accepted": {
-                    "type": "object",
-                    "required": ["name", "namespace", "md5", "status_url"],
-                    "properties": {
-                        "name": {"type": "string"},
-                        "namespace": {"type": "string"},
-                        "md5": {"type": "string"},
-                        "status_url": {"type": "string"},
-                    },
-                },
-                "Status": {
-                    "type": "object",
-                    "properties": {
-                        "name": {"type": "string"},
-                        "namespace": {"type": "string"},
-                        "md5": {"type": "string"},
-                        "phase": {"type": "string"},
-                        "terminal": {"type": "boolean"},
-                        "conditions": {"type": "array", "items": {"type": "object"}},
-                        "verdict": {"type": ["object", "null"]},
-                        "published": {"type": ["object", "null"]},
-                        "urls": {"type": "object", "additionalProperties": {"type": "string"}},
-                        "created": {"type": ["string", "null"]},
-                        "completed": {"type": ["string", "null"]},
-                    },
-                },
-                "Error": {
-                    "type": "object",
-                    "required": ["error"],
-                    "properties": {"error": {"type": "string"}, "reason": {"type": "string"}},
-                },
-                "MissingFields": {
-                    "type": "object",
-                    "example": EXAMPLE_BODY,
-                    "required": ["error", "example_body"],
-                },
-                "InvalidFields": {
-                    "type": "object",
-                    "required": ["errors"],
-                    "properties": {"errors": {"type": "object"}},
-                },
-            },
+            "schemas": _schemas(settings),
         },
     }

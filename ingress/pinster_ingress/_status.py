@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pinster_images.resource import Phase
 from pinster_images.storage import Storage
 
+#: What an ImageUpload's name can be (DNS-1123 subdomain); others are not looked up.
+NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,251}[a-z0-9])?")
 _TERMINAL = {phase.value for phase in Phase if phase.terminal}
 
 

@@ -1,22 +1,24 @@
-"""The controller: a work queue of ImageUploads, each reconciled by one worker at a time.
+"""The controller: ImageUploads from the work queue (:mod:`._queue`), each reconciled by
+one worker at a time in a thread of its own executor (``PINSTER_WORKERS`` threads).
 
 Inputs: the watch streams (:mod:`._stream`, through :meth:`Controller.feed`): every
 ImageUpload event goes to :meth:`Controller.observe`, a Job's end to
-:meth:`Controller.job_event`. A single scheduler re-queues uploads at the time their
-decision asked for (waiting for a Job, a notification backoff, a retention or TTL
-deadline), so no per-object timer task exists. A reconcile gathers facts, asks the pure
-state machine (:mod:`._machine`) what to do, does it, and writes the status.
+:meth:`Controller.job_event`. A reconcile gathers facts, asks the pure state machine
+(:mod:`._machine`) what to do, does it, and writes the status.
+
+Threads: the event loop owns the queue, its timers and the batcher; workers reach them
+with ``call_soon_threadsafe``. The per-upload caches (bodies, our last written versions,
+Job assignments, Job states) are read and written one key at a time from both sides.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import logging
 import threading
-import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -52,12 +54,11 @@ from pinster_operator._machine import (
     stage_of,
 )
 from pinster_operator._metrics import Metrics
+from pinster_operator._queue import Key, WorkQueue
 from pinster_operator._settings import OperatorSettings
 from pinster_operator._status import C, conditions, entered_at, phase_of
 
 logger = logging.getLogger("pinster_operator")
-
-Key = tuple[str, str]
 
 
 def _slim(body: dict[str, Any]) -> dict[str, Any]:
@@ -84,16 +85,15 @@ class Controller:
     metrics: Metrics = field(default_factory=Metrics)
 
     def __post_init__(self) -> None:
-        self._queue: asyncio.Queue[Key] = asyncio.Queue()
-        self._queued: set[Key] = set()
-        self._processing: set[Key] = set()
-        self._dirty: set[Key] = set()
+        self.queue = WorkQueue()
         self._bodies: dict[Key, dict[str, Any]] = {}
         #: resourceVersion of our own last status write, to skip older watch events.
         self._written: dict[Key, int] = {}
-        self._due: dict[Key, float] = {}
-        self._heap: list[tuple[float, Key]] = []
-        self._wakeup = asyncio.Event()
+        #: reconciles run here: as many at once as PINSTER_WORKERS says (asyncio's
+        #: default executor would cap them at min(32, CPUs + 4)).
+        self._executor = ThreadPoolExecutor(
+            max_workers=self.settings.workers, thread_name_prefix="reconcile"
+        )
         self._assigned: dict[tuple[str, str, Stage], str] = {}
         #: the last state the Job stream showed of each of our Jobs (set on the event
         #: loop, read whole by workers): what a reconcile asks before any API call.
@@ -101,6 +101,8 @@ class Controller:
         self._sent: dict[str, _Sent] = {}
         self._sessions = threading.local()
         self._tasks: list[asyncio.Task[None]] = []
+        #: fires the queue's timers; alive while the operator is healthy (the probe)
+        self.scheduler: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.batcher = Batcher(
             self.settings.batch.window, self.settings.batch.max_size, self._flush
@@ -110,9 +112,11 @@ class Controller:
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self.queue.bind(self._loop)
         for _ in range(self.settings.workers):
             self._tasks.append(self._loop.create_task(self._worker()))
-        self._tasks.append(self._loop.create_task(self._scheduler()))
+        self.scheduler = self._loop.create_task(self.queue.run_scheduler(), name="scheduler")
+        self._tasks.append(self.scheduler)
         if self.settings.cleanup.orphan_grace > 0:
             self._tasks.append(self._loop.create_task(self._sweeper()))
 
@@ -123,6 +127,8 @@ class Controller:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.batcher.close()
+        # Reconciles already running finish in their threads; nothing new starts.
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
     # --- inputs (event loop) ---
 
@@ -137,7 +143,7 @@ class Controller:
         if self._settled(key, body):
             return
         self._bodies[key] = _slim(body)
-        self.enqueue(key)
+        self.queue.enqueue(key)
 
     def job_event(self, event_type: str | None, job: dict[str, Any]) -> None:
         """A Job of ours changed: when it has finished or is gone, its uploads are due."""
@@ -177,7 +183,7 @@ class Controller:
         status = body.get("status") or {}
         meta = body.get("metadata") or {}
         phase = phase_of(status)
-        if phase is None or not phase.terminal or key in self._processing:
+        if phase is None or not phase.terminal or self.queue.in_progress(key):
             return False
         if ANNOTATION_RETRY in (meta.get("annotations") or {}):
             return False
@@ -191,55 +197,19 @@ class Controller:
         if decision.action != Action.NONE or decision.requeue_after is None:
             return False
         self.metrics.observe(key, phase.value)
-        self.enqueue_after(key, decision.requeue_after)
+        self.queue.enqueue_after(key, decision.requeue_after)
         return True
 
     def wake(self, namespace: str, names: list[str]) -> None:
         for name in names:
-            self.enqueue((namespace, name))
+            self.queue.enqueue((namespace, name))
 
     def forget(self, key: Key) -> None:
+        """The upload is gone: drop what is kept for it. From any thread."""
         self._bodies.pop(key, None)
         self._written.pop(key, None)
-        self._due.pop(key, None)
+        self.queue.threadsafe(self.queue.cancel, key)
         self.metrics.observe(key, None)
-
-    def enqueue(self, key: Key) -> None:
-        if key in self._processing:
-            self._dirty.add(key)
-            return
-        if key in self._queued:
-            return
-        self._queued.add(key)
-        self._queue.put_nowait(key)
-
-    def enqueue_after(self, key: Key, delay: float) -> None:
-        if delay <= 0:
-            self.enqueue(key)
-            return
-        when = time.monotonic() + delay
-        current = self._due.get(key)
-        if current is not None and current <= when:
-            return
-        self._due[key] = when
-        heapq.heappush(self._heap, (when, key))
-        self._wakeup.set()
-
-    async def _scheduler(self) -> None:
-        while True:
-            now = time.monotonic()
-            while self._heap and self._heap[0][0] <= now:
-                when, key = heapq.heappop(self._heap)
-                if self._due.get(key) == when:
-                    del self._due[key]
-                    self.enqueue(key)
-            timeout = self._heap[0][0] - now if self._heap else 3600.0
-            self._wakeup.clear()
-            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel
-            # that arrives as the event is set, and stop() then waits out the timeout.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await self._wakeup.wait()
 
     async def _sweeper(self) -> None:
         while True:
@@ -277,19 +247,16 @@ class Controller:
         return deleted
 
     async def _worker(self) -> None:
+        assert self._loop is not None
         while True:
-            key = await self._queue.get()
-            self._queued.discard(key)
-            self._processing.add(key)
+            key = await self.queue.take()
+            delay: float | None = None
             try:
-                delay = await asyncio.to_thread(self._reconcile_safely, key)
+                delay = await self._loop.run_in_executor(
+                    self._executor, self._reconcile_safely, key
+                )
             finally:
-                self._processing.discard(key)
-            if key in self._dirty:
-                self._dirty.discard(key)
-                self.enqueue(key)
-            elif delay is not None:
-                self.enqueue_after(key, delay)
+                self.queue.done(key, delay)
 
     # --- batching (event loop, creation in a thread) ---
 
@@ -297,7 +264,7 @@ class Controller:
         assigned = await asyncio.to_thread(self._create_jobs, namespace, stage, group)
         for name, job in assigned.items():
             self._assigned[(namespace, name, stage)] = job
-            self.enqueue((namespace, name))
+            self.queue.enqueue((namespace, name))
 
     def _create_jobs(self, namespace: str, stage: Stage, group: list[UploadRef]) -> dict[str, str]:
         existing = self.kube.list_jobs(namespace, stage)

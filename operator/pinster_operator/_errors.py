@@ -3,15 +3,13 @@
 Everything the operator does goes through :func:`classify`: pinster-images' own
 Temporary/Permanent split, Kubernetes API answers (409 conflict: retry at once; 429
 and 5xx: retry later; other 4xx: a bug or missing RBAC, retried slowly so a fixed RBAC
-recovers), and anything unexpected. :func:`to_kopf` gives kopf the same split for the
-few kopf handlers that can fail (startup).
+recovers), and anything unexpected.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import kopf
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
@@ -44,10 +42,3 @@ def classify(exc: BaseException) -> Retry:
     if isinstance(exc, HTTPError | OSError):
         return Retry(5.0, "ApiUnreachable", f"{exc.__class__.__name__}: {exc}")
     return Retry(SLOW_RETRY, "InternalError", f"{exc.__class__.__name__}: {exc}", permanent=True)
-
-
-def to_kopf(exc: BaseException) -> Exception:
-    retry = classify(exc)
-    if retry.permanent:
-        return kopf.PermanentError(f"{retry.reason}: {retry.message}")
-    return kopf.TemporaryError(f"{retry.reason}: {retry.message}", delay=retry.delay)

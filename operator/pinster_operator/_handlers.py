@@ -1,10 +1,17 @@
 """The kopf side: what kopf runs for the operator and how it is configured.
 
 kopf runs the operator: login (service account or kubeconfig), start-up and clean-up,
-signals, and the liveness endpoint. It registers no resource handlers: ImageUploads and
+signals, and the health endpoint. It registers no resource handlers: ImageUploads and
 Jobs come through the operator's own watch streams (:mod:`._stream`, which says why),
 so kopf keeps nothing in the objects (no finalizers, annotations or ``status.kopf``);
 the explicit phase in our own status is the progress record.
+
+Start-up either succeeds or ends the process: what retrying in place cannot heal (bad
+settings, a port in use, an object store still unreachable after
+``PINSTER_STARTUP_TIMEOUT``) is a :class:`kopf.PermanentError`, and ``cli.main`` exits 1
+with the reason, so the kubelet restarts the container and says why. kopf serves the
+health endpoint only once start-up has succeeded, so until then the Pod is not Ready;
+afterwards the probe fails when the scheduler or a watch stream has died.
 """
 
 from __future__ import annotations
@@ -12,13 +19,16 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from typing import Any
 
 import kopf
 
+from pinster_images.errors import ConfigError, TemporaryError
 from pinster_operator._controller import Controller
-from pinster_operator._errors import to_kopf
 from pinster_operator._stream import JOBS, UPLOADS, Stream
+
+logger = logging.getLogger("pinster_operator")
 
 
 def configure(settings: kopf.OperatorSettings) -> None:
@@ -48,15 +58,19 @@ def build_registry() -> kopf.OperatorRegistry:
         info: kopf.ConnectionInfo | None = kopf.login_with_service_account(**kwargs)
         return info or kopf.login_with_kubeconfig(**kwargs)
 
-    @kopf.on.startup(registry=registry)
+    @kopf.on.startup(registry=registry, errors=kopf.ErrorsMode.PERMANENT)
     async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         configure(settings)
         controller: Controller = memo["controller"]
+        await wait_for_storage(controller)
+        host, port = controller.settings.host, controller.settings.metrics_port
         try:
-            controller.storage.check()
-        except Exception as exc:
-            raise to_kopf(exc) from exc
-        controller.metrics.serve(controller.settings.host, controller.settings.metrics_port)
+            controller.metrics.serve(host, port)
+        except OSError as exc:
+            raise kopf.PermanentError(
+                f"the metrics server cannot listen on {host}:{port} "
+                f"(PINSTER_OPERATOR_HOST, PINSTER_METRICS_PORT): {exc}"
+            ) from exc
         controller.start()
         memo["streams"] = streams = streams_of(controller)
         for stream in streams:
@@ -70,6 +84,10 @@ def build_registry() -> kopf.OperatorRegistry:
             },
         )
 
+    @kopf.on.probe(registry=registry, id="health")
+    def health(memo: kopf.Memo, **_: Any) -> dict[str, Any]:
+        return health_report(memo["controller"], memo.get("streams") or [])
+
     @kopf.on.cleanup(registry=registry)
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         controller: Controller = memo["controller"]
@@ -78,3 +96,48 @@ def build_registry() -> kopf.OperatorRegistry:
         await controller.stop()
 
     return registry
+
+
+def health_report(controller: Controller, streams: list[Stream]) -> dict[str, Any]:
+    """Queue depth, timers and each stream's last contact; raises kopf.PermanentError
+    (kopf's health endpoint answers 500, the probe fails) when the scheduler or a
+    stream has died or a stream has not heard from the API server for too long."""
+    problems = [p for p in (s.problem() for s in streams) if p]
+    if controller.scheduler is None or controller.scheduler.done():
+        problems.append("the scheduler has stopped: timed retries, polls and TTLs would not run")
+    if problems:
+        raise kopf.PermanentError("; ".join(problems))
+    now = time.monotonic()
+    return {
+        "queue": controller.queue.depth,
+        "timers": controller.queue.timers,
+        "streams": {s.scope: round(now - (s.last_contact or now), 1) for s in streams},
+    }
+
+
+async def wait_for_storage(controller: Controller) -> None:
+    """Check the object store, retrying what may heal (it is starting too) until
+    ``startup_timeout``; refused settings fail at once."""
+    deadline = time.monotonic() + controller.settings.startup_timeout
+    delay = 1.0
+    while True:
+        try:
+            await asyncio.to_thread(controller.storage.check)
+            return
+        except ConfigError as exc:
+            raise kopf.PermanentError(str(exc)) from exc
+        except TemporaryError as exc:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise kopf.PermanentError(
+                    f"the object store is still unreachable after "
+                    f"{controller.settings.startup_timeout:.0f}s (PINSTER_STARTUP_TIMEOUT): "
+                    f"{exc.message}"
+                ) from exc
+            logger.warning("waiting for the object store: %s", exc.message)
+            await asyncio.sleep(min(delay, left))
+            delay = min(delay * 2, 10.0)
+        except Exception as exc:  # unexpected: a bug or a broken client, not a wait
+            raise kopf.PermanentError(
+                f"checking the object store: {type(exc).__name__}: {exc}"
+            ) from exc

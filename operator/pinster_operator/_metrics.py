@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -49,17 +50,20 @@ class Metrics:
             registry=self.registry,
         )
         self._phases: dict[tuple[str, str], str] = {}
+        self._phases_lock = threading.Lock()
         for phase in Phase:
             self.uploads.labels(phase.value).set(0)
 
     def observe(self, key: tuple[str, str], phase: str | None) -> None:
-        """Track the phase of one upload (None: it is gone)."""
-        old = self._phases.pop(key, None)
-        if old is not None:
-            self.uploads.labels(old).dec()
-        if phase is not None:
-            self._phases[key] = phase
-            self.uploads.labels(phase).inc()
+        """Track the phase of one upload (None: it is gone). Called from the event loop
+        and from worker threads."""
+        with self._phases_lock:
+            old = self._phases.pop(key, None)
+            if old is not None:
+                self.uploads.labels(old).dec()
+            if phase is not None:
+                self._phases[key] = phase
+                self.uploads.labels(phase).inc()
 
     def transition(self, old: Status, new: Status, now: datetime) -> None:
         """Record how long ``old``'s phase lasted when ``new`` left it."""

@@ -5,6 +5,8 @@ Approved: ``POST <api>/v1/images/`` with the original body plus ``thumbnails``; 
 is configured. Both are signed with an RS256 JWT (``iss`` = our URL, ``aud`` = PinsterApi,
 10 s expiry) and carry ``Idempotency-Key: <upload name>`` so a retried POST is
 recognisable. Building bodies and the backoff schedule are pure; :func:`post` does I/O.
+Both bodies are described by ``notification.schema.json`` beside this module (it ships
+in the package, for PinsterApi's developers: docs/pinster-api.md).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import os
 import random
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
 import requests
@@ -27,6 +30,15 @@ from pinster_operator._settings import NotifySettings
 IMAGES_PATH = "/v1/images/"
 SNS_SUBJECT = "Image Moderation Failure"
 TOKEN_TTL = 10.0
+SCHEMA_FILE = "notification.schema.json"
+
+
+def notification_schema() -> dict[str, Any]:
+    """The JSON Schema of the approved and flagged bodies (draft 2020-12)."""
+    schema: dict[str, Any] = json.loads(
+        resources.files("pinster_operator").joinpath(SCHEMA_FILE).read_text()
+    )
+    return schema
 
 
 def approved_body(

@@ -218,6 +218,11 @@ class OperatorSettings:
     metrics_port: int = 9090
     log_level: str = "INFO"
     log_format: str = "json"
+    #: How long start-up waits for the object store before it gives up (exit 1).
+    startup_timeout: float = 60.0
+    #: The operator's own Pod (downward API): a failed start-up is an Event on it.
+    pod_name: str | None = None
+    pod_namespace: str | None = None
 
     @classmethod
     def from_env(cls, env: Environ) -> OperatorSettings:
@@ -237,7 +242,15 @@ class OperatorSettings:
                 env, "PINSTER_LOG_LEVEL", "info", ("debug", "info", "warning", "error")
             ).upper(),
             log_format=env_choice(env, "PINSTER_LOG_FORMAT", "json", ("json", "text")),
+            startup_timeout=env_float(env, "PINSTER_STARTUP_TIMEOUT", 60.0, minimum=0.0),
+            pod_name=env_optional(env, "PINSTER_POD_NAME"),
+            pod_namespace=env_optional(env, "PINSTER_POD_NAMESPACE"),
         )
+        if settings.health_port and settings.health_port == settings.metrics_port:
+            raise ConfigError(
+                f"PINSTER_METRICS_PORT and PINSTER_HEALTH_PORT are both {settings.health_port}: "
+                "the metrics server would answer the health probes"
+            )
         if settings.notify.private_key is None:
             raise ConfigError(
                 "PINSTER_SERVICE_PRIVATE_KEY (or PINSTER_SERVICE_PRIVATE_KEY_FILE) is required: "

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -97,6 +98,10 @@ class Stream:
         self._stop = threading.Event()
         self._response: Any = None
         self._thread: threading.Thread | None = None
+        #: monotonic time of the API server's last answer (a list page, a watch
+        #: opened, an event or bookmark): what the liveness probe calls fresh
+        self.last_contact: float | None = None
+        self._started = 0.0
 
     @property
     def scope(self) -> str:
@@ -105,10 +110,25 @@ class Stream:
     # --- lifecycle ---
 
     def start(self) -> None:
+        self._started = time.monotonic()
         self._thread = threading.Thread(
             target=self.run, name=f"{self.kind.plural}-{self.namespace or 'cluster'}", daemon=True
         )
         self._thread.start()
+
+    def problem(self, now: float | None = None) -> str | None:
+        """Why this stream cannot be trusted (its thread died, or the API server has
+        not answered it for longer than a watch lasts), else None."""
+        if self._thread is None or not self._thread.is_alive():
+            return f"the stream of {self.scope} has stopped"
+        now = time.monotonic() if now is None else now
+        # A healthy watch hears from the server at least once per server_timeout (the
+        # watch ends and is opened again), usually far more often (bookmarks, events).
+        limit = self.server_timeout + 90.0
+        heard = self.last_contact or self._started
+        if now - heard > limit:
+            return f"the stream of {self.scope} has not heard from the API server for {now - heard:.0f}s"
+        return None
 
     def stop(self) -> None:
         self._stop.set()
@@ -151,6 +171,7 @@ class Stream:
         while True:
             query = {"limit": self.page_size, **({"continue": token} if token else {})}
             answer = _json(self._get(query, stream=False))
+            self.last_contact = time.monotonic()
             # One batch per page, delivered before the next is read: with thousands of
             # uploads the bodies never pile up in the event loop's queue.
             self.deliver([(None, item) for item in answer.get("items") or []], True)
@@ -174,8 +195,10 @@ class Stream:
             if exc.status == 410:
                 raise Expired from exc
             raise
+        self.last_contact = time.monotonic()
         try:
             for line in _lines(response):
+                self.last_contact = time.monotonic()
                 event = orjson.loads(line)
                 kind, obj = event.get("type"), event.get("object") or {}
                 if kind == "ERROR":

@@ -66,12 +66,42 @@ def main(argv: list[str]) -> int:
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     liveness = f"http://{host}:{settings.health_port}/healthz" if settings.health_port else None
     _quiet_kopf(settings.log_level)
-    kopf.run(
-        registry=build_registry(),
-        standalone=True,
-        clusterwide=not settings.namespaces,
-        namespaces=settings.namespaces,
-        liveness_endpoint=liveness,
-        memo=memo,
-    )
+    try:
+        kopf.run(
+            registry=build_registry(),
+            standalone=True,
+            clusterwide=not settings.namespaces,
+            namespaces=settings.namespaces,
+            liveness_endpoint=liveness,
+            memo=memo,
+        )
+    except Exception as exc:
+        # Exit 1 with the reason: the kubelet restarts the container, and its last log
+        # line (FallbackToLogsOnError) and the Event are what `kubectl describe` shows.
+        reason = _reason(exc)
+        logging.getLogger("pinster_operator").error("operator stopped: %s", reason)
+        _report_on_own_pod(settings, Kube(api, settings.namespaces), reason)
+        return 1
     return 0
+
+
+def _reason(exc: BaseException) -> str:
+    """The failure as the handler said it, without kopf's wrapper around failed
+    start-up handlers ("One or more handlers failed.", not exported by kopf)."""
+    while exc.__cause__ is not None and type(exc).__name__ == "ActivityError":
+        exc = exc.__cause__
+    return str(exc) or type(exc).__name__
+
+
+def _report_on_own_pod(settings: OperatorSettings, kube_: Kube, reason: str) -> None:
+    if not (settings.pod_name and settings.pod_namespace):
+        return
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": settings.pod_name, "namespace": settings.pod_namespace},
+    }
+    try:
+        kube_.event(pod, "Warning", "StartupFailed", reason)
+    except Exception as exc:  # the API server may be what failed: the log has it
+        logging.getLogger("pinster_operator").warning("could not post the Event: %s", exc)

@@ -187,3 +187,24 @@ def parse_size(value: str) -> tuple[int | None, int | None]:
     if sides[0] is None and sides[1] is None:
         raise ValueError(f"{value!r}: at most one side may be 'auto'")
     return sides[0], sides[1]
+
+
+def size_pattern() -> str:
+    """:func:`parse_size`'s rule as a regex (ASCII digits), for documents that state it:
+    each side 1..MAX_SIDE or ``auto``, not both ``auto``."""
+    side = _at_most(ThumbnailSizes.MAX_SIDE)
+    return f"(?:{side}x(?:{side}|auto)|autox{side})"
+
+
+def _at_most(limit: int) -> str:
+    """A regex for the decimal integers 1..``limit`` without leading zeros."""
+    digits = str(limit)
+    options = [f"[1-9][0-9]{{0,{len(digits) - 2}}}"] if len(digits) > 1 else []
+    for i, digit in enumerate(digits):
+        low = 1 if i == 0 else 0
+        if int(digit) > low:
+            rest = len(digits) - i - 1
+            tail = f"[0-9]{{{rest}}}" if rest else ""
+            options.append(f"{digits[:i]}[{low}-{int(digit) - 1}]{tail}")
+    options.append(digits)
+    return "(?:" + "|".join(options) + ")"

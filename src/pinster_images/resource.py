@@ -35,7 +35,9 @@ ANNOTATION_RETRY = f"{GROUP}/retry"
 
 DEFAULT_THUMBNAIL_SIZES: tuple[str, ...] = ("1024x1024", "512x512", "256x256", "128x128")
 
-_MD5 = re.compile(r"^[0-9a-f]{32}$")
+#: A content address: the md5 of the image bytes, as lower-case hex.
+MD5_PATTERN = "[0-9a-f]{32}"
+_MD5 = re.compile(f"^{MD5_PATTERN}$")
 
 
 class Phase(enum.StrEnum):

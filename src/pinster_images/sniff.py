@@ -299,6 +299,13 @@ def codec_available(content_type: str) -> bool:
     return True
 
 
+def accepted_types() -> tuple[str, ...]:
+    """Every declared type this installation accepts: the formats it decodes and their
+    aliases (lower case; declarations are compared case-insensitively)."""
+    formats = {t for t in (JPEG, PNG, GIF, WEBP, HEIC, AVIF) if codec_available(t)}
+    return tuple(sorted(formats | {alias for alias, t in ALIASES.items() if t in formats}))
+
+
 def _bmff_ispe(r: _Reader, start: int, end: int, found: list[tuple[int, int]]) -> None:
     """Collect every ``ispe`` (image spatial extent) under meta/iprp/ipco."""
     offset = start

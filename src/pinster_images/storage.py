@@ -1,4 +1,4 @@
-"""Object storage behind one small interface: S3 (boto3) or a local directory.
+"""Object storage behind one small interface, S3 (boto3): AWS S3, MinIO, Ceph RGW.
 
 Two areas, as the original service had two buckets: ``upload`` holds ``raw/<md5>`` (and
 the Jobs' result records under ``results/``), ``public`` holds ``<md5>`` and
@@ -7,20 +7,15 @@ the Jobs' result records under ``results/``), ``public`` holds ``<md5>`` and
 
 from __future__ import annotations
 
-import contextlib
 import enum
-import json
-import os
-import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
+from datetime import datetime
 from typing import IO, Any
 
 from pinster_images.config import Environ, env_choice, env_optional, env_str
-from pinster_images.errors import ConfigError, NotFoundError, PermanentError, TemporaryError
+from pinster_images.errors import ConfigError, NotFoundError, TemporaryError
 
 CACHE_CONTROL = "max-age=86400"
 RAW_PREFIX = "raw/"
@@ -104,116 +99,11 @@ class Storage(ABC):
         return self.head(area, key) is not None
 
 
-# --- local directory ---------------------------------------------------------------
-
-
-class LocalStorage(Storage):
-    """``<root>/<area>/<key>``, with content type and metadata in ``<root>/<area>.meta/<key>.json``."""
-
-    def __init__(self, root: Path, public_url: str | None = None) -> None:
-        self.root = root.resolve()
-        self._public_url = (public_url or (self.root / Area.PUBLIC).as_uri()).rstrip("/")
-        for area in Area:
-            (self.root / area).mkdir(parents=True, exist_ok=True)
-
-    def _path(self, area: Area, key: str) -> Path:
-        if not key or key.startswith("/") or ".." in key.split("/") or key.endswith("/"):
-            raise PermanentError(f"invalid storage key {key!r}", reason="InvalidKey")
-        return self.root / area / key
-
-    def _meta_path(self, area: Area, key: str) -> Path:
-        self._path(area, key)
-        return self.root / f"{area}.meta" / f"{key}.json"
-
-    def bucket(self, area: Area) -> str:
-        return str(self.root / area)
-
-    def head(self, area: Area, key: str) -> ObjectInfo | None:
-        path = self._path(area, key)
-        try:
-            stat = path.stat()
-        except FileNotFoundError:
-            return None
-        try:
-            meta = json.loads(self._meta_path(area, key).read_text())
-        except FileNotFoundError:
-            meta = {}
-        return ObjectInfo(
-            key=key,
-            size=stat.st_size,
-            content_type=meta.get("content_type", "application/octet-stream"),
-            cache_control=meta.get("cache_control"),
-            metadata=meta.get("metadata", {}),
-            modified=datetime.fromtimestamp(stat.st_mtime, UTC),
-        )
-
-    def get(self, area: Area, key: str) -> StoredObject:
-        info = self.head(area, key)
-        if info is None:
-            raise NotFoundError(f"{area}/{key} does not exist")
-        return StoredObject(info=info, data=self._path(area, key).read_bytes())
-
-    @staticmethod
-    def _atomic_write(path: Path, body: Body) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                if isinstance(body, bytes | bytearray | memoryview):
-                    handle.write(body)
-                else:
-                    while chunk := body.read(1 << 20):
-                        handle.write(chunk)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-
-    def put(
-        self,
-        area: Area,
-        key: str,
-        body: Body,
-        *,
-        content_type: str,
-        cache_control: str | None = CACHE_CONTROL,
-        metadata: dict[str, str] | None = None,
-    ) -> None:
-        meta: dict[str, Any] = {"content_type": content_type, "metadata": metadata or {}}
-        if cache_control is not None:
-            meta["cache_control"] = cache_control
-        # Metadata first: an object is only visible once its data file exists.
-        self._atomic_write(self._meta_path(area, key), json.dumps(meta).encode())
-        self._atomic_write(self._path(area, key), body)
-
-    def delete(self, area: Area, key: str) -> None:
-        for path in (self._path(area, key), self._meta_path(area, key)):
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-
-    def list(self, area: Area, prefix: str = "") -> Iterator[str]:
-        base = self.root / area
-        for path in sorted(base.rglob("*")):
-            if path.is_file() and not path.name.startswith("."):
-                key = path.relative_to(base).as_posix()
-                if key.startswith(prefix):
-                    yield key
-
-    def public_url(self, key: str) -> str:
-        return f"{self._public_url}/{key}"
-
-    def check(self) -> None:
-        for area in Area:
-            if not os.access(self.root / area, os.W_OK):
-                raise TemporaryError(f"storage directory {self.root / area} is not writable")
-
-
 # --- S3 ------------------------------------------------------------------------------
 
 
 class S3Storage(Storage):
-    """AWS S3 or anything speaking its API (MinIO, Ceph RGW, moto) through boto3.
+    """AWS S3 or anything speaking its API (MinIO, Ceph RGW) through boto3.
 
     Credentials come from boto3's standard chain (environment, profile, IRSA...)."""
 
@@ -377,40 +267,26 @@ class S3Storage(Storage):
 
 @dataclass(frozen=True)
 class StorageSettings:
-    backend: str
-    directory: Path | None
     endpoint_url: str | None
     region: str | None
-    upload_bucket: str | None
-    public_bucket: str | None
+    upload_bucket: str
+    public_bucket: str
     public_url: str | None
 
     @classmethod
     def from_env(cls, env: Environ) -> StorageSettings:
-        # S3 unless told otherwise: what every real install uses (the chart offers only it).
-        backend = env_choice(env, "PINSTER_STORAGE_BACKEND", "s3", ("s3", "local"))
-        directory = env_optional(env, "PINSTER_STORAGE_DIR")
-        if backend == "local" and directory is None:
-            raise ConfigError("PINSTER_STORAGE_DIR is required when PINSTER_STORAGE_BACKEND=local")
-        settings = cls(
-            backend=backend,
-            directory=Path(directory) if directory else None,
+        # One backend; the variable stays so that configurations naming it keep working,
+        # and one naming the removed directory backend is told so.
+        env_choice(env, "PINSTER_STORAGE_BACKEND", "s3", ("s3",))
+        return cls(
             endpoint_url=env_optional(env, "PINSTER_S3_ENDPOINT_URL"),
             region=env_optional(env, "PINSTER_S3_REGION") or env_optional(env, "AWS_REGION"),
-            upload_bucket=env_optional(env, "PINSTER_S3_UPLOAD_BUCKET"),
-            public_bucket=env_optional(env, "PINSTER_S3_PUBLIC_BUCKET"),
+            upload_bucket=env_str(env, "PINSTER_S3_UPLOAD_BUCKET"),
+            public_bucket=env_str(env, "PINSTER_S3_PUBLIC_BUCKET"),
             public_url=env_optional(env, "PINSTER_PUBLIC_URL"),
         )
-        if backend == "s3":
-            env_str(env, "PINSTER_S3_UPLOAD_BUCKET")
-            env_str(env, "PINSTER_S3_PUBLIC_BUCKET")
-        return settings
 
     def open(self) -> Storage:
-        if self.backend == "local":
-            assert self.directory is not None
-            return LocalStorage(self.directory, self.public_url)
-        assert self.upload_bucket is not None and self.public_bucket is not None
         return S3Storage(
             self.upload_bucket,
             self.public_bucket,

@@ -12,11 +12,13 @@ from typing import Any
 
 import jwt
 import pytest
+import requests
+from kubernetes import client
 
 from pinster_images.resource import LABEL_MD5
 from tests.support.images import jpeg
 from tests.support.rekognition import RekognitionStandIn
-from tests.support.stack import SERVICE_URL, SIZES, Stack, rekognition_values
+from tests.support.stack import OPERATOR, SERVICE_URL, SIZES, Stack, rekognition_values
 from tests.support.waiting import wait_for
 
 
@@ -195,3 +197,56 @@ def test_200_uploads_at_once_share_jobs(stack: Stack) -> None:
     ) == sorted(names)
     listed = stack.kubectl("get", "iu", "-n", stack.namespace, "-l", LABEL_MD5, "-o", "name")
     assert len(listed.split()) == count
+
+
+def test_the_operator_reports_its_health(stack: Stack) -> None:
+    stack.start(operator={"healthPort": 8081})
+    core = client.CoreV1Api(stack.kube_api)
+    pod = core.read_namespaced_pod(stack.operator_pod(), stack.namespace)
+    health = requests.get(f"http://{pod.status.pod_ip}:8081/healthz", timeout=10)
+    assert health.status_code == 200
+    report = health.json()["health"]
+    assert report["queue"] == 0 and report["timers"] == 0
+    # Each watch stream, with the seconds since the API server last answered it.
+    assert set(report["streams"]) == {
+        f"imageuploads in {stack.namespace}",
+        f"jobs in {stack.namespace}",
+    }
+    assert all(0 <= age < 400 for age in report["streams"].values())
+
+
+def test_an_operator_that_cannot_start_is_not_ready_and_says_why(stack: Stack) -> None:
+    # An address the Pod does not have: the metrics server cannot listen, which no
+    # retry in place would heal (a port in use: tests/integration/test_operator_start.py).
+    node_address = {"name": "PINSTER_OPERATOR_HOST", "value": "10.253.0.1"}
+    extra_env = [*stack.values["operator"]["extraEnv"], node_address]
+    stack.start(wait=False, operator={"extraEnv": extra_env})
+    core = client.CoreV1Api(stack.kube_api)
+
+    def failed() -> Any:
+        pods = core.list_namespaced_pod(
+            stack.namespace, label_selector="app.kubernetes.io/component=operator"
+        ).items
+        for pod in pods:
+            for status in pod.status.container_statuses or []:
+                ended = status.last_state.terminated or status.state.terminated
+                if status.restart_count >= 1 and ended is not None:
+                    return pod, status, ended
+        return None
+
+    pod, status, ended = wait_for(failed, 180, what="the operator's container exited and restarted")
+    assert ended.exit_code == 1
+    assert not status.ready
+    assert "cannot listen on 10.253.0.1:9090" in ended.message, ended.message
+    ready = next(c for c in pod.status.conditions if c.type == "Ready")
+    assert ready.status == "False"
+    events = core.list_namespaced_event(
+        stack.namespace, field_selector=f"involvedObject.name={pod.metadata.name}"
+    ).items
+    said = [e for e in events if e.reason == "StartupFailed"]
+    assert said and "PINSTER_OPERATOR_HOST" in said[0].message, [e.reason for e in events]
+    assert said[0].type == "Warning"
+    deployment = client.AppsV1Api(stack.kube_api).read_namespaced_deployment(
+        OPERATOR, stack.namespace
+    )
+    assert not deployment.status.ready_replicas

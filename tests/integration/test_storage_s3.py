@@ -7,7 +7,6 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -100,33 +99,3 @@ def _open(env: dict[str, str]) -> Storage:
         region=settings.region,
         client=client,
     )
-
-
-def test_the_operator_stops_at_start_on_wrong_credentials(
-    s3_env: dict[str, str], devcluster: Any, tmp_path: Path
-) -> None:
-    from pinster_images import keys
-
-    keys.generate_dir(tmp_path / "keys")
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("PINSTER_", "AWS_"))},
-        **s3_env,
-        "AWS_ACCESS_KEY_ID": "nobody",
-        "KUBECONFIG": str(devcluster.kubeconfig),
-        "PINSTER_SERVICE_URL": "http://images.test",
-        "PINSTER_API_URL": "http://api.test",
-        "PINSTER_SERVICE_PRIVATE_KEY_FILE": str(tmp_path / "keys" / keys.SERVICE_PRIVATE),
-        "PINSTER_HEALTH_PORT": "0",
-        "PINSTER_METRICS_PORT": "0",
-        "PINSTER_LOG_FORMAT": "text",
-    }
-    done = subprocess.run(
-        [sys.executable, "-m", "pinster_images", "operator"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode != 0
-    assert "AWS_ACCESS_KEY_ID" in done.stdout + done.stderr

@@ -16,6 +16,7 @@ from pinster_images.errors import TemporaryError
 from pinster_images.resource import DEFAULT_THUMBNAIL_SIZES
 from pinster_images.sniff import ImageLimits
 from pinster_images.storage import StorageSettings
+from tests.support.storage import directory_settings
 
 SERVICE_URL = "http://images.test"
 API_URL = "http://pinster-api.test"
@@ -33,9 +34,9 @@ def key_pair() -> KeyPair:
     return KeyPair(private=private, public=keys.public_key_of(private))
 
 
-def token(pair: KeyPair, **overrides: Any) -> str:
+def token(pair: KeyPair, *, ttl: float = 60, **overrides: Any) -> str:
     claims = {**CLAIMS, **overrides}
-    return keys.mint(pair.private, issuer=API_URL, audience=SERVICE_URL, claims=claims, ttl=60)
+    return keys.mint(pair.private, issuer=API_URL, audience=SERVICE_URL, claims=claims, ttl=ttl)
 
 
 def bearer(pair: KeyPair, **overrides: Any) -> dict[str, str]:
@@ -55,10 +56,7 @@ def settings(
         auth=AuthSettings(
             service_url=SERVICE_URL, api_url=API_URL, public_key=public_key, jwks=jwks
         ),
-        storage=storage
-        or StorageSettings.from_env(
-            {"PINSTER_STORAGE_BACKEND": "local", "PINSTER_STORAGE_DIR": str(storage_dir)}
-        ),
+        storage=storage or directory_settings(storage_dir),
         limits=limits or ImageLimits(),
         thumbnail_sizes=DEFAULT_THUMBNAIL_SIZES,
         namespace=namespace,

@@ -12,6 +12,7 @@ from pinster_operator import Facts, OperatorSettings
 from pinster_images import keys
 from pinster_images.resource import ImageUploadSpec, Stage, Uploader
 from pinster_images.results import StageResult
+from tests.support.storage import STORAGE_ENV
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 API_URL = "http://pinster-api.test"
@@ -25,8 +26,7 @@ def private_key() -> bytes:
 
 def env(**overrides: str) -> dict[str, str]:
     base = {
-        "PINSTER_STORAGE_BACKEND": "local",
-        "PINSTER_STORAGE_DIR": "/nonexistent/storage",
+        **STORAGE_ENV,
         "PINSTER_API_URL": API_URL,
         "PINSTER_SERVICE_URL": SERVICE_URL,
         "PINSTER_SERVICE_PRIVATE_KEY": private_key().decode(),

@@ -2,8 +2,10 @@
 
 It verifies each request's RS256 JWT with the service's public key (``iss`` = the
 service URL, ``aud`` = this API's URL, ``exp``/``nbf`` enforced, 10 s leeway as the
-original), records every request (accepted or not), and can answer 503 to the first N
-requests to exercise retries. A real HTTP server on 127.0.0.1 and a free port.
+original), checks each body against the notification's JSON Schema (the operator's
+``notification.schema.json``; 400 otherwise), records every request (accepted or not,
+with what was wrong), and can answer 503 to the first N requests to exercise retries.
+A real HTTP server on 127.0.0.1 and a free port.
 """
 
 from __future__ import annotations
@@ -15,10 +17,22 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import jsonschema
 import jwt
 import pytest
+from pinster_operator._notify import IMAGES_PATH, notification_schema
 
 from tests.support.net import LOOPBACK
+
+
+def _variant(name: str) -> jsonschema.Draft202012Validator:
+    schema = notification_schema()
+    return jsonschema.Draft202012Validator({"$defs": schema["$defs"], "$ref": f"#/$defs/{name}"})
+
+
+#: What each path must receive: the approved body on /v1/images/, the flagged notice on
+#: any other path (PINSTER_FLAGGED_PATH).
+VARIANTS = {"approved": _variant("approved"), "flagged": _variant("flagged")}
 
 
 @dataclass
@@ -121,11 +135,15 @@ class PinsterApi:
         except json.JSONDecodeError:
             body = raw.decode(errors="replace")
         claims, error = self._verify(headers)
+        kind = "approved" if handler.path == IMAGES_PATH else "flagged"
+        invalid = None if error else body_error(body, kind)
         with self._lock:
             self._peers.add(handler.client_address)
             failing = sum(1 for r in self.requests if r.status == self.fail_status)
             if error is not None:
                 status = 401
+            elif invalid is not None:
+                status, error = 400, invalid
             elif failing < self.fail_first:
                 status = self.fail_status
             else:
@@ -139,6 +157,15 @@ class PinsterApi:
         handler.send_header("Content-Length", str(len(answer)))
         handler.end_headers()
         handler.wfile.write(answer)
+
+
+def body_error(body: Any, kind: str = "approved") -> str | None:
+    """What is wrong with a notification body of that kind, or None when it matches."""
+    found = jsonschema.exceptions.best_match(VARIANTS[kind].iter_errors(body))
+    if found is None:
+        return None
+    where = "/".join(str(part) for part in found.absolute_path) or "the body"
+    return f"not the {kind} notification (notification.schema.json): {where}: {found.message}"
 
 
 @pytest.fixture

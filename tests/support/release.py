@@ -116,10 +116,12 @@ class Release:
     def _common(self) -> list[str]:
         return ["--kubeconfig", str(self.kubeconfig), "-n", self.namespace]
 
-    def install(self, chosen: dict[str, Any], timeout: str = "180s") -> None:
+    def install(self, chosen: dict[str, Any], timeout: str = "180s", *, wait: bool = True) -> None:
+        """``wait``: until every Pod is Ready (helm's --wait)."""
+        waiting = ["--wait", "--timeout", timeout] if wait else []
         helm("upgrade", "--install", self.name, str(CHART), *self._common(),
              "-f", str(CHART / "ci" / "devcluster-values.yaml"),
-             "-f", str(self._values_file(chosen)), "--wait", "--timeout", timeout)  # fmt: skip
+             "-f", str(self._values_file(chosen)), *waiting)  # fmt: skip
 
     def test(self, timeout: str = "300s") -> Any:
         return helm("test", self.name, *self._common(), "--timeout", timeout, check=False)

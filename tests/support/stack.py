@@ -54,9 +54,10 @@ class Stack:
     release: release.Release
     url: str = ""
 
-    def start(self, **more: Any) -> Stack:
-        """Install the chart with these values (merged over the stack's own)."""
-        self.release.install(release.merge(self.values, more))
+    def start(self, *, wait: bool = True, **more: Any) -> Stack:
+        """Install the chart with these values (merged over the stack's own); ``wait``
+        until every Pod is Ready (the upload service is waited for in any case)."""
+        self.release.install(release.merge(self.values, more), wait=wait)
         from kubernetes import client
 
         service = client.CoreV1Api(self.kube_api).read_namespaced_service(INGRESS, self.namespace)

@@ -221,9 +221,11 @@ def _resolve(container: dict[str, Any], configmaps: dict[str, dict[str, str]]) -
         if "value" in item:
             value = re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), item["value"])
         elif "fieldRef" in item["valueFrom"]:
-            value = {"metadata.namespace": "ns", "status.podIP": "127.1.0.9"}[
-                item["valueFrom"]["fieldRef"]["fieldPath"]
-            ]
+            value = {
+                "metadata.name": "pod-0",
+                "metadata.namespace": "ns",
+                "status.podIP": "127.1.0.9",
+            }[item["valueFrom"]["fieldRef"]["fieldPath"]]
         else:
             key = item["valueFrom"]["secretKeyRef"]["key"]
             value = _PUBLIC_PEM if key.endswith(".pub") else _PRIVATE_PEM

@@ -13,6 +13,7 @@ from pinster_images.errors import ConfigError
 from pinster_images.resource import DEFAULT_THUMBNAIL_SIZES
 from pinster_images.sniff import ImageLimits
 from tests.support import ingress as si
+from tests.support.storage import STORAGE_ENV
 
 PAIR = si.key_pair()
 
@@ -22,8 +23,7 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
         "PINSTER_SERVICE_URL": si.SERVICE_URL,
         "PINSTER_API_URL": si.API_URL,
         "PINSTER_API_PUBLIC_KEY": base64.b64encode(PAIR.public).decode(),
-        "PINSTER_STORAGE_BACKEND": "local",
-        "PINSTER_STORAGE_DIR": str(tmp_path),
+        **STORAGE_ENV,
         **extra,
     }
 
@@ -35,7 +35,8 @@ def test_defaults(tmp_path: Path) -> None:
     assert settings.limits == ImageLimits()
     assert settings.thumbnail_sizes == DEFAULT_THUMBNAIL_SIZES
     assert (settings.namespace, settings.port, settings.retry_after) == ("images", 8080, 5)
-    assert settings.storage.backend == "local"
+    assert (settings.storage.upload_bucket, settings.storage.public_bucket) == ("uploads", "public")
+    assert settings.storage.endpoint_url is None  # AWS's
 
 
 def test_every_variable(tmp_path: Path) -> None:
@@ -84,7 +85,10 @@ def test_every_variable(tmp_path: Path) -> None:
         ({"PINSTER_MAX_BYTES": "-1"}, "PINSTER_MAX_BYTES"),
         ({"PINSTER_INGRESS_PORT": "http"}, "PINSTER_INGRESS_PORT"),
         ({"PINSTER_LOG_FORMAT": "xml"}, "PINSTER_LOG_FORMAT"),
-        ({"PINSTER_STORAGE_DIR": ""}, "PINSTER_STORAGE_DIR"),
+        ({"PINSTER_S3_UPLOAD_BUCKET": ""}, "PINSTER_S3_UPLOAD_BUCKET"),
+        ({"PINSTER_S3_PUBLIC_BUCKET": ""}, "PINSTER_S3_PUBLIC_BUCKET"),
+        # The directory backend is gone: a configuration that names it is told so.
+        ({"PINSTER_STORAGE_BACKEND": "local"}, "PINSTER_STORAGE_BACKEND"),
     ],
 )
 def test_errors_name_the_variable(tmp_path: Path, override: dict[str, str], variable: str) -> None:

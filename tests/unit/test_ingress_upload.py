@@ -9,13 +9,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from pinster_ingress import EXAMPLE_BODY, create_app
 
 from pinster_images.sniff import ImageLimits
-from pinster_images.storage import Area, LocalStorage
+from pinster_images.storage import Area
 from tests.support import images
 from tests.support import ingress as si
+from tests.support.storage import DirectoryStorage
 
 PAIR = si.key_pair()
 FIELD_ERROR = "Must be between 3 and 140 characters A-z0-9. Omit or null the field otherwise."
@@ -26,7 +28,7 @@ class Harness:
     def __init__(self, tmp_path: Path, limits: ImageLimits | None = None) -> None:
         self.uploads = si.FakeUploads()
         self.settings = si.settings(tmp_path / "store", PAIR.public, limits=limits)
-        self.storage = LocalStorage(tmp_path / "store")
+        self.storage = DirectoryStorage(tmp_path / "store")
         self.app = create_app(self.settings, storage=self.storage, uploads=self.uploads)
         self.client = si.client(self.app)
 
@@ -527,6 +529,49 @@ def test_unknown_route_and_method_are_json(h: Harness) -> None:
     wrong = h.client.put("/v1/images")
     assert wrong.status_code == 405
     assert wrong.json()["reason"] == "MethodNotAllowed"
+
+
+@pytest.mark.parametrize(
+    ("path", "allow"),
+    [
+        ("/v1/images", "OPTIONS, POST"),
+        ("/", "OPTIONS, POST"),
+        ("/v1/images/img-x", "GET, HEAD, OPTIONS"),
+        ("/healthz", "GET, HEAD, OPTIONS"),
+        ("/generate", "GET, HEAD, OPTIONS"),
+    ],
+)
+def test_405_names_the_allowed_methods_and_options_answers_without_a_token(
+    h: Harness, path: str, allow: str
+) -> None:
+    for method in ("TRACE", "PUT", "DELETE", "PATCH"):
+        refused = h.client.request(method, path, headers=si.bearer(PAIR))
+        assert refused.status_code == 405
+        assert refused.headers["allow"] == allow
+        assert refused.json() == {
+            "error": f"{method} {path}: MethodNotAllowed",
+            "reason": "MethodNotAllowed",
+        }
+    options = h.client.options(path)
+    assert (options.status_code, options.content) == (204, b"")
+    assert options.headers["allow"] == allow
+    assert options.headers["access-control-allow-methods"] == allow
+    assert "Authorization" in options.headers["access-control-allow-headers"]
+    assert options.headers["access-control-allow-origin"] == "*"
+
+
+def test_head_answers_as_get_without_a_body(h: Harness) -> None:
+    from tests.support.serving import serve
+
+    accepted = h.post(body()).json()
+    with serve(h.app) as url, httpx.Client(base_url=url, headers=si.bearer(PAIR)) as client:
+        for path in ("/healthz", "/openapi.json", accepted["status_url"]):
+            got, head = client.get(path), client.head(path)
+            assert head.status_code == got.status_code == 200
+            assert head.content == b""
+            for header in ("content-type", "content-length", "access-control-allow-origin"):
+                assert head.headers[header] == got.headers[header], header
+        assert client.head("/v1/images").status_code == 405
 
 
 def test_a_client_that_goes_away_is_not_a_500(h: Harness) -> None:

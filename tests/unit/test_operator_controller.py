@@ -19,7 +19,7 @@ from pinster_operator._jobs import uploads_of
 from pinster_images import keys, results
 from pinster_images.resource import ANNOTATION_RETRY, ImageUploadSpec, Stage, Uploader, manifest
 from pinster_images.results import StageResult
-from pinster_images.storage import Area, LocalStorage
+from pinster_images.storage import Area
 from tests.support.operator_units import (
     APPROVED,
     PUBLISHED,
@@ -29,6 +29,7 @@ from tests.support.operator_units import (
     settings,
 )
 from tests.support.pinster_api import PinsterApi
+from tests.support.storage import DirectoryStorage
 from tests.support.waiting import until
 
 NS = "ns"
@@ -140,14 +141,15 @@ def api() -> Any:
     stand_in.stop()
 
 
-def run(kube: FakeKube, storage: LocalStorage, api: PinsterApi, script: Any, **env: str) -> None:
+def run(
+    kube: FakeKube, storage: DirectoryStorage, api: PinsterApi, script: Any, **env: str
+) -> None:
     s = settings(
         PINSTER_API_URL=api.url,
         PINSTER_BATCH_WINDOW="0.01",
         PINSTER_POLL_INTERVAL="0.1",
         PINSTER_NOTIFY_BACKOFF_INITIAL="0.02",
         PINSTER_WORKERS="3",
-        PINSTER_STORAGE_DIR=str(storage.root),
         **env,
     )
 
@@ -166,7 +168,9 @@ def phase(kube: FakeKube, name: str) -> str | None:
     return (kube.uploads[name].get("status") or {}).get("phase")
 
 
-def work(kube: FakeKube, storage: LocalStorage, stage: Stage, data: dict[str, Any]) -> list[str]:
+def work(
+    kube: FakeKube, storage: DirectoryStorage, stage: Stage, data: dict[str, Any]
+) -> list[str]:
     """Play the Jobs of ``stage``: write a result per upload, mark them Complete."""
     done = []
     for name, job in kube.jobs.items():
@@ -180,7 +184,7 @@ def work(kube: FakeKube, storage: LocalStorage, stage: Stage, data: dict[str, An
 
 
 def test_batch_of_uploads_to_ready_with_one_post_each(tmp_path: Path, api: PinsterApi) -> None:
-    kube, storage = FakeKube(), LocalStorage(tmp_path, "http://cdn.test")
+    kube, storage = FakeKube(), DirectoryStorage(tmp_path, "http://cdn.test")
     names = [f"img-{i}" for i in range(5)]
     for i, name in enumerate(names):
         kube.add_upload(name, f"{i:032x}")
@@ -239,7 +243,7 @@ def test_batch_of_uploads_to_ready_with_one_post_each(tmp_path: Path, api: Pinst
 def test_failed_jobs_are_retried_then_failed_with_the_pod_message(
     tmp_path: Path, api: PinsterApi
 ) -> None:
-    kube, storage = FakeKube(), LocalStorage(tmp_path)
+    kube, storage = FakeKube(), DirectoryStorage(tmp_path)
     kube.add_upload("img-x", "f" * 32)
 
     async def script(c: Controller) -> None:
@@ -263,7 +267,7 @@ def test_failed_jobs_are_retried_then_failed_with_the_pod_message(
 def test_rejected_sends_flagged_notice_and_deletes_raw_after_retention(
     tmp_path: Path, api: PinsterApi
 ) -> None:
-    kube, storage = FakeKube(), LocalStorage(tmp_path)
+    kube, storage = FakeKube(), DirectoryStorage(tmp_path)
     md5 = "a" * 32
     kube.add_upload("img-r", md5)
     storage.put(Area.UPLOAD, f"raw/{md5}", b"raw", content_type="image/jpeg")
@@ -286,7 +290,7 @@ def test_rejected_sends_flagged_notice_and_deletes_raw_after_retention(
 def test_notification_retries_through_503_then_ttl_deletes_the_upload(
     tmp_path: Path, api: PinsterApi
 ) -> None:
-    kube, storage = FakeKube(), LocalStorage(tmp_path)
+    kube, storage = FakeKube(), DirectoryStorage(tmp_path)
     kube.add_upload("img-n", "b" * 32)
     api.fail_first = 3
 
@@ -310,7 +314,7 @@ def test_notification_retries_through_503_then_ttl_deletes_the_upload(
 
 
 def test_retry_annotation_redrives_a_failed_upload(tmp_path: Path, api: PinsterApi) -> None:
-    kube, storage = FakeKube(), LocalStorage(tmp_path)
+    kube, storage = FakeKube(), DirectoryStorage(tmp_path)
     kube.add_upload("img-f", "c" * 32)
 
     async def script(c: Controller) -> None:
@@ -352,7 +356,7 @@ def test_retry_annotation_redrives_a_failed_upload(tmp_path: Path, api: PinsterA
 
 
 def test_orphan_sweep_deletes_only_old_raw_objects_no_upload_refers_to(tmp_path: Path) -> None:
-    kube, storage = FakeKube(), LocalStorage(tmp_path)
+    kube, storage = FakeKube(), DirectoryStorage(tmp_path)
     orphan, young, referenced = "1" * 32, "2" * 32, "3" * 32
     kube.add_upload("img-kept", referenced)
     for md5 in (orphan, young, referenced):
@@ -360,7 +364,7 @@ def test_orphan_sweep_deletes_only_old_raw_objects_no_upload_refers_to(tmp_path:
     two_days_ago = time.time() - 2 * 86400
     for md5 in (orphan, referenced):
         os.utime(tmp_path / "upload" / "raw" / md5, (two_days_ago, two_days_ago))
-    controller = Controller(settings(PINSTER_STORAGE_DIR=str(tmp_path)), kube, storage)  # type: ignore[arg-type]
+    controller = Controller(settings(), kube, storage)  # type: ignore[arg-type]
 
     assert controller.sweep_orphans() == [f"raw/{orphan}"]
     assert not storage.exists(Area.UPLOAD, f"raw/{orphan}")

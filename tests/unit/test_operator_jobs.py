@@ -48,7 +48,7 @@ def test_manifest_from_settings() -> None:
     assert container["envFrom"] == [{"secretRef": {"name": "pinster-job-env"}}]
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["PINSTER_MODERATION_BACKEND"] == "rekognition"
-    assert env["PINSTER_STORAGE_BACKEND"] == "local"
+    assert env["PINSTER_S3_UPLOAD_BUCKET"] == "uploads"
     # Operator-only settings, and the signing key above all, stay in the operator.
     leaked = [n for n in env if n.startswith(("PINSTER_JOB_", "PINSTER_SERVICE_PRIVATE"))]
     assert leaked == ["PINSTER_JOB_NAME"]

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from typing import Any
 
+import jsonschema
 import jwt
 import pytest
+from pinster_ingress._auth import MAX_CLAIM_LENGTH
 from pinster_operator import OperatorSettings, approved_body, backoff_delay, flagged_body
 from pinster_operator._notify import (
     IMAGES_PATH,
     classify_status,
     new_session,
+    notification_schema,
     post,
     sns_message,
     token,
@@ -20,6 +24,7 @@ from pinster_operator._notify import (
 from pinster_images import keys
 from pinster_images.config import Secret
 from pinster_images.errors import ConfigError, PermanentError, TemporaryError
+from pinster_images.resource import MD5_PATTERN
 from tests.support.operator_units import (
     API_URL,
     PUBLISHED,
@@ -29,7 +34,10 @@ from tests.support.operator_units import (
     settings,
     spec,
 )
-from tests.support.pinster_api import PinsterApi
+from tests.support.pinster_api import PinsterApi, body_error
+
+#: A body the stand-in accepts, for tests about the HTTP exchange.
+BODY = approved_body(spec(), f"http://cdn.test/{spec().md5}", PUBLISHED)
 
 
 @pytest.fixture
@@ -71,6 +79,104 @@ def test_flagged_body_and_sns_message_carry_the_verdict() -> None:
     assert event["key"] == spec().key
 
 
+# --- the published JSON Schema ----------------------------------------------------------
+
+WEBP_PUBLISHED = {
+    **PUBLISHED,
+    "thumbnails": [
+        *PUBLISHED["thumbnails"],
+        {
+            **PUBLISHED["thumbnails"][0],
+            "url": "http://cdn.test/a.webp",
+            "contentType": "image/webp",
+        },
+    ],
+}
+NUDENET = {
+    "decision": "Rejected",
+    "backend": "nudenet",
+    "threshold": 45.0,
+    "modelVersion": "3.4",
+    "labels": [{"name": "FEMALE_BREAST_EXPOSED", "parentName": "", "confidence": 91.2}],
+}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        approved_body(spec(), f"http://cdn.test/{spec().md5}", PUBLISHED),
+        approved_body(spec(), f"http://cdn.test/{spec().md5}", WEBP_PUBLISHED),
+        approved_body(spec(), f"http://cdn.test/{spec().md5}", {"thumbnails": []}),
+        flagged_body(spec(), "img-1", REJECTED),
+        flagged_body(spec(), "img-1", NUDENET),
+    ],
+    ids=["approved", "approved-webp", "approved-no-thumbnails", "flagged", "flagged-nudenet"],
+)
+def test_the_operators_bodies_match_the_published_schema(body: dict[str, Any]) -> None:
+    jsonschema.Draft202012Validator(notification_schema()).validate(body)
+    assert body_error(body, "flagged" if "verdict" in body["data"] else "approved") is None
+
+
+def _without(body: dict[str, Any], *path: str) -> dict[str, Any]:
+    broken = json.loads(json.dumps(body))
+    *parents, last = path
+    target = broken
+    for key in parents:
+        target = target[key]
+    del target[last]
+    return broken
+
+
+FLAGGED = flagged_body(spec(), "img-1", REJECTED)
+
+
+@pytest.mark.parametrize(
+    ("body", "kind", "where"),
+    [
+        ({}, "approved", "the body"),
+        ({"data": {}}, "approved", "data"),
+        (_without(BODY, "data", "storage_location_uri"), "approved", "data"),
+        ({"data": {**BODY["data"], "thumbnailable": False}}, "approved", "data/thumbnailable"),
+        ({"data": {**BODY["data"], "base_file_name": "x"}}, "approved", "data/base_file_name"),
+        ({"data": {**BODY["data"], "imageable_id": 42}}, "approved", "data/imageable_id"),
+        ({"data": {**BODY["data"], "extra": 1}}, "approved", "data"),
+        (_without(FLAGGED, "data", "verdict", "backend"), "flagged", "data/verdict"),
+        (
+            flagged_body(spec(), "img-1", {**REJECTED, "decision": "Approved"}),
+            "flagged",
+            "data/verdict/decision",
+        ),
+    ],
+)
+def test_a_malformed_body_does_not_match(body: dict[str, Any], kind: str, where: str) -> None:
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft202012Validator(notification_schema()).validate(body)
+    error = body_error(body, kind)
+    assert error is not None and f"{where}:" in error
+
+
+def test_each_path_takes_its_own_body() -> None:
+    assert body_error(FLAGGED, "approved") is not None
+    assert body_error(BODY, "flagged") is not None
+
+
+def test_the_schema_states_the_services_own_rules() -> None:
+    defs = notification_schema()["$defs"]
+    assert defs["md5"]["pattern"] == f"^{MD5_PATTERN}$"
+    assert defs["claim"]["pattern"] == f"^[ -~]{{1,{MAX_CLAIM_LENGTH}}}$"
+    flagged = defs["flagged"]["properties"]["data"]["properties"]
+    assert flagged["reason"]["const"] == flagged_body(spec(), "x", REJECTED)["data"]["reason"]
+
+
+def test_the_stand_in_refuses_a_malformed_body_with_400(api: PinsterApi) -> None:
+    s = settings(PINSTER_API_URL=api.url)
+    with pytest.raises(PermanentError, match="400"):
+        post(s.notify, IMAGES_PATH, {"data": {}}, spec=spec(), idempotency_key="img-1")
+    [received] = api.all()
+    assert received.status == 400 and received.claims is not None
+    assert received.error is not None and "notification.schema.json" in received.error
+
+
 def test_token_has_the_original_claims() -> None:
     s = settings()
     claims = jwt.decode(
@@ -108,7 +214,7 @@ def test_a_session_reads_the_environment_once_and_keeps_its_connection(
     local = new_session(s.notify)
     assert local.proxies == {}  # NO_PROXY
     for name in ("img-1", "img-2"):
-        post(s.notify, IMAGES_PATH, {}, spec=spec(), idempotency_key=name, session=local)
+        post(s.notify, IMAGES_PATH, BODY, spec=spec(), idempotency_key=name, session=local)
     assert len(api.accepted(IMAGES_PATH)) == 2 and api.connections == 1
 
 
@@ -116,7 +222,7 @@ def test_a_wrong_key_is_refused_by_the_stand_in(api: PinsterApi) -> None:
     other = keys.generate_private_key().decode()
     s = settings(PINSTER_API_URL=api.url, PINSTER_SERVICE_PRIVATE_KEY=other)
     with pytest.raises(PermanentError):
-        post(s.notify, IMAGES_PATH, {}, spec=spec(), idempotency_key="img-1")
+        post(s.notify, IMAGES_PATH, BODY, spec=spec(), idempotency_key="img-1")
     assert api.all()[0].error is not None and not api.accepted()
 
 
@@ -125,8 +231,8 @@ def test_503_is_temporary_then_accepted(api: PinsterApi) -> None:
     s = settings(PINSTER_API_URL=api.url)
     for _ in range(2):
         with pytest.raises(TemporaryError):
-            post(s.notify, IMAGES_PATH, {}, spec=spec(), idempotency_key="k")
-    post(s.notify, IMAGES_PATH, {}, spec=spec(), idempotency_key="k")
+            post(s.notify, IMAGES_PATH, BODY, spec=spec(), idempotency_key="k")
+    post(s.notify, IMAGES_PATH, BODY, spec=spec(), idempotency_key="k")
     assert [r.status for r in api.all()] == [503, 503, 201]
 
 

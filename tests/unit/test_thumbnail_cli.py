@@ -12,10 +12,11 @@ from pinster_jobs import cli
 
 from pinster_images import results
 from pinster_images.resource import Stage
-from pinster_images.storage import Area, LocalStorage
+from pinster_images.storage import Area
 from tests.support import images
 from tests.support.jobs import DictSpecs, stage_upload
 from tests.support.rekognition import RekognitionStandIn
+from tests.support.storage import STORAGE_ENV, DirectoryStorage, directory_storage_for_settings
 
 
 @pytest.fixture(autouse=True)
@@ -31,9 +32,10 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for name in list(__import__("os").environ):
         if name.startswith("PINSTER_"):
             monkeypatch.delenv(name)
-    monkeypatch.setenv("PINSTER_STORAGE_BACKEND", "local")
-    monkeypatch.setenv("PINSTER_STORAGE_DIR", str(tmp_path / "store"))
+    for name, value in STORAGE_ENV.items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("PINSTER_PUBLIC_URL", "https://img.example.test")
+    directory_storage_for_settings(monkeypatch, tmp_path / "store", "https://img.example.test")
     monkeypatch.setenv("PINSTER_LOG_FORMAT", "text")
     monkeypatch.setenv("TERMINATION_MESSAGE_PATH", str(tmp_path / "termination-log"))
     monkeypatch.setenv("HOSTNAME", "pinster-thumb-0123456789ab-x7k2q")
@@ -41,7 +43,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_thumbnail_job_end_to_end(env: Path) -> None:
-    storage = LocalStorage(env / "store")
+    storage = DirectoryStorage(env / "store")
     specs = DictSpecs()
     _, good = stage_upload(storage, images.photo_jpeg(900, 600), imageable_id="1")
     _, bomb = stage_upload(storage, images.jpeg_bomb(), imageable_id="2")
@@ -68,7 +70,7 @@ def test_moderation_job_with_rekognition(
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("PINSTER_JOB_NAME", "pinster-mod-explicit")
     rekognition.reject()
-    storage = LocalStorage(env / "store")
+    storage = DirectoryStorage(env / "store")
     specs = DictSpecs()
     _, spec = stage_upload(storage, images.photo_jpeg(300, 200))
     specs.add("team", "one", spec)
@@ -93,7 +95,7 @@ def test_moderation_outage_exits_75_and_writes_no_result(
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
-    storage = LocalStorage(env / "store")
+    storage = DirectoryStorage(env / "store")
     specs = DictSpecs()
     _, spec = stage_upload(storage, images.jpeg())
     specs.add("team", "one", spec)

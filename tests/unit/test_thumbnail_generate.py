@@ -18,25 +18,26 @@ from pinster_jobs import ThumbnailEngine, ThumbnailSettings
 from starlette.applications import Starlette
 
 from pinster_images.sniff import ImageLimits
-from pinster_images.storage import CACHE_CONTROL, Area, LocalStorage
+from pinster_images.storage import CACHE_CONTROL, Area
 from tests.support import images
 from tests.support.serving import serve
+from tests.support.storage import DirectoryStorage
 
 PUBLIC = "https://img.example.test"
 
 
 @pytest.fixture
-def storage(tmp_path: Path) -> LocalStorage:
-    return LocalStorage(tmp_path / "store", PUBLIC)
+def storage(tmp_path: Path) -> DirectoryStorage:
+    return DirectoryStorage(tmp_path / "store", PUBLIC)
 
 
-def publish_original(storage: LocalStorage, data: bytes, md5: str = "a" * 32) -> str:
+def publish_original(storage: DirectoryStorage, data: bytes, md5: str = "a" * 32) -> str:
     storage.put(Area.PUBLIC, md5, data, content_type="image/jpeg")
     return md5
 
 
 @pytest.fixture
-def url(storage: LocalStorage, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def url(storage: DirectoryStorage, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     monkeypatch.setenv("PINSTER_THUMBNAIL_ALLOWED_SIZES", "400xauto,200x200,100x100")
     service = SimpleNamespace(
         storage=storage, settings=SimpleNamespace(limits=ImageLimits(), retry_after=5)
@@ -49,7 +50,7 @@ def get(url: str, key: str) -> requests.Response:
     return requests.get(f"{url}/generate", params={"key": key}, allow_redirects=False, timeout=30)
 
 
-def test_generates_and_redirects(url: str, storage: LocalStorage) -> None:
+def test_generates_and_redirects(url: str, storage: DirectoryStorage) -> None:
     md5 = publish_original(storage, images.oriented_jpeg(6, 800, 600))
     answer = get(url, f"{md5}_400xauto")
     assert answer.status_code == 301
@@ -81,7 +82,7 @@ def test_bad_keys_and_unknown_originals(url: str, key: str, status: int, reason:
     assert answer.json()["error"]
 
 
-def test_corrupt_original_is_422(url: str, storage: LocalStorage) -> None:
+def test_corrupt_original_is_422(url: str, storage: DirectoryStorage) -> None:
     md5 = publish_original(storage, images.lying_png(), "c" * 32)
     answer = get(url, f"{md5}_100x100")
     assert answer.status_code == 422 and answer.json()["reason"] == "CorruptImage"
@@ -99,7 +100,7 @@ class CountingEngine(ThumbnailEngine):
         return super().render(data, sizes)
 
 
-def test_concurrent_requests_for_one_key_render_once(storage: LocalStorage) -> None:
+def test_concurrent_requests_for_one_key_render_once(storage: DirectoryStorage) -> None:
     md5 = publish_original(storage, images.photo_jpeg(3000, 2000))
     engine = CountingEngine()
     generator = Generator(storage, engine)
@@ -112,7 +113,7 @@ def test_concurrent_requests_for_one_key_render_once(storage: LocalStorage) -> N
     assert engine.calls == 2 and generator._flights == {}
 
 
-def test_concurrent_http_requests_render_once(storage: LocalStorage) -> None:
+def test_concurrent_http_requests_render_once(storage: DirectoryStorage) -> None:
     md5 = publish_original(storage, images.photo_jpeg(3000, 2000))
     engine = CountingEngine()
     generator = Generator(storage, engine)

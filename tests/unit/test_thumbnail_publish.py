@@ -23,17 +23,18 @@ from pinster_images import results
 from pinster_images.errors import TemporaryError
 from pinster_images.resource import Stage
 from pinster_images.sniff import ImageLimits
-from pinster_images.storage import CACHE_CONTROL, Area, LocalStorage, thumbnail_key
+from pinster_images.storage import CACHE_CONTROL, Area, thumbnail_key
 from tests.support import images
 from tests.support.jobs import DictSpecs, stage_upload
+from tests.support.storage import DirectoryStorage
 
 log = logging.getLogger("test")
 SIZES = ("1024x1024", "512x512", "200xauto")
 
 
 @pytest.fixture
-def storage(tmp_path: Path) -> LocalStorage:
-    return LocalStorage(tmp_path / "store", "https://img.example.test")
+def storage(tmp_path: Path) -> DirectoryStorage:
+    return DirectoryStorage(tmp_path / "store", "https://img.example.test")
 
 
 @pytest.fixture
@@ -42,7 +43,7 @@ def engine() -> ThumbnailEngine:
 
 
 def test_publishes_thumbnails_then_original_then_removes_raw(
-    storage: LocalStorage, engine: ThumbnailEngine
+    storage: DirectoryStorage, engine: ThumbnailEngine
 ) -> None:
     data = images.with_gps("JPEG", 1600, 1200)
     _, spec = stage_upload(storage, data, sizes=SIZES)
@@ -75,7 +76,7 @@ def test_publishes_thumbnails_then_original_then_removes_raw(
 
 
 def test_second_run_reads_the_public_original_and_reports_the_same(
-    storage: LocalStorage, engine: ThumbnailEngine
+    storage: DirectoryStorage, engine: ThumbnailEngine
 ) -> None:
     _, spec = stage_upload(storage, images.photo_jpeg(800, 600), sizes=SIZES)
     first = publish(storage, engine, spec, log)
@@ -87,7 +88,7 @@ def test_second_run_reads_the_public_original_and_reports_the_same(
     )
 
 
-class CountingStorage(LocalStorage):
+class CountingStorage(DirectoryStorage):
     def __init__(self, root: Path) -> None:
         super().__init__(root)
         self.puts: list[str] = []
@@ -109,7 +110,7 @@ def test_sizes_already_published_are_skipped(tmp_path: Path, engine: ThumbnailEn
     assert [t["size"] for t in published["thumbnails"]] == ["512x512", "128x128"]
 
 
-def test_webp_objects_are_published_next_to_jpeg(storage: LocalStorage) -> None:
+def test_webp_objects_are_published_next_to_jpeg(storage: DirectoryStorage) -> None:
     engine = ThumbnailEngine(ThumbnailSettings(webp=True), ImageLimits())
     _, spec = stage_upload(storage, images.photo_jpeg(800, 600), sizes=("256x256",))
     published = publish(storage, engine, spec, log)
@@ -119,7 +120,7 @@ def test_webp_objects_are_published_next_to_jpeg(storage: LocalStorage) -> None:
     assert storage.get(Area.PUBLIC, key + ".webp").info.content_type == "image/webp"
 
 
-def _batch(storage: LocalStorage, engine: ThumbnailEngine, specs: DictSpecs, names: list[str]):  # type: ignore[no-untyped-def]
+def _batch(storage: DirectoryStorage, engine: ThumbnailEngine, specs: DictSpecs, names: list[str]):  # type: ignore[no-untyped-def]
     return run_batch(
         Stage.THUMBNAIL,
         "ns",
@@ -132,7 +133,7 @@ def _batch(storage: LocalStorage, engine: ThumbnailEngine, specs: DictSpecs, nam
 
 
 def test_broken_uploads_fail_alone_while_the_batch_succeeds(
-    storage: LocalStorage, engine: ThumbnailEngine
+    storage: DirectoryStorage, engine: ThumbnailEngine
 ) -> None:
     specs = DictSpecs()
     cases = {
@@ -169,7 +170,7 @@ def test_broken_uploads_fail_alone_while_the_batch_succeeds(
     assert "2 succeeded, 3 failed, 1 gone" in summary.message()
 
 
-class FlakyStorage(LocalStorage):
+class FlakyStorage(DirectoryStorage):
     """Public writes of one md5 fail as an S3 outage would."""
 
     def __init__(self, root: Path, md5: str) -> None:
@@ -185,7 +186,7 @@ class FlakyStorage(LocalStorage):
 def test_temporary_trouble_writes_nothing_and_asks_for_a_retry(
     tmp_path: Path, engine: ThumbnailEngine
 ) -> None:
-    plain = LocalStorage(tmp_path / "s")
+    plain = DirectoryStorage(tmp_path / "s")
     specs = DictSpecs()
     _, ok = stage_upload(plain, images.photo_jpeg(320, 240), imageable_id="1")
     _, flaky = stage_upload(plain, images.photo_jpeg(330, 240, seed=2), imageable_id="2")
@@ -205,7 +206,7 @@ def test_temporary_trouble_writes_nothing_and_asks_for_a_retry(
 
 
 def test_termination_message_stays_under_4_kib(
-    storage: LocalStorage, engine: ThumbnailEngine
+    storage: DirectoryStorage, engine: ThumbnailEngine
 ) -> None:
     specs = DictSpecs()
     names = []
