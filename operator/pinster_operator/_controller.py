@@ -1,9 +1,9 @@
 """The controller: ImageUploads from the work queue (:mod:`._queue`), each reconciled by
 one worker at a time in a thread of its own executor (``PINSTER_WORKERS`` threads).
 
-Inputs: the watch streams (:mod:`._stream`, through :meth:`Controller.feed`): every
-ImageUpload event goes to :meth:`Controller.observe`, a Job's end to
-:meth:`Controller.job_event`. A reconcile gathers facts, asks the pure state machine
+Inputs: kopf's event handlers (:mod:`._handlers`), on the event loop: every ImageUpload
+event goes to :meth:`Controller.observe`, every event of our Jobs to
+:meth:`Controller.job_event`, of their pods to :meth:`Controller.job_pod_event`. A reconcile gathers facts, asks the pure state machine
 (:mod:`._machine`) what to do, does it, and writes the status.
 
 Threads: the event loop owns the queue, its timers and the batcher; workers reach them
@@ -17,7 +17,8 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -37,7 +38,9 @@ from pinster_operator._jobs import (
     UploadRef,
     build_job,
     is_finished,
+    job_of_pod,
     job_state,
+    pod_succeeded,
     termination_message,
     uploads_of,
 )
@@ -95,12 +98,17 @@ class Controller:
             max_workers=self.settings.workers, thread_name_prefix="reconcile"
         )
         self._assigned: dict[tuple[str, str, Stage], str] = {}
-        #: the last state the Job stream showed of each of our Jobs (set on the event
+        #: the last state kopf showed of each of our Jobs (set on the event
         #: loop, read whole by workers): what a reconcile asks before any API call.
         self._jobs: dict[tuple[str, str], dict[str, Any]] = {}
+        #: Jobs whose pod has exited 0 (set on the event loop, read by workers): done,
+        #: before the Job controller says so.
+        self._pods_done: set[tuple[str, str]] = set()
         self._sent: dict[str, _Sent] = {}
         self._sessions = threading.local()
         self._tasks: list[asyncio.Task[None]] = []
+        #: monotonic time of the last event of each kind (the probe's freshness report)
+        self.last_event: dict[str, float] = {}
         #: fires the queue's timers; alive while the operator is healthy (the probe)
         self.scheduler: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -110,15 +118,17 @@ class Controller:
 
     # --- lifecycle (event loop) ---
 
-    def start(self) -> None:
+    def start(self, uploads_by_md5: Mapping[str, object] | None = None) -> None:
+        """Start the workers and the scheduler; the orphan sweep too when given
+        ``uploads_by_md5`` (kopf's index: the md5 of every ImageUpload there is)."""
         self._loop = asyncio.get_running_loop()
         self.queue.bind(self._loop)
         for _ in range(self.settings.workers):
             self._tasks.append(self._loop.create_task(self._worker()))
         self.scheduler = self._loop.create_task(self.queue.run_scheduler(), name="scheduler")
         self._tasks.append(self.scheduler)
-        if self.settings.cleanup.orphan_grace > 0:
-            self._tasks.append(self._loop.create_task(self._sweeper()))
+        if self.settings.cleanup.orphan_grace > 0 and uploads_by_md5 is not None:
+            self._tasks.append(self._loop.create_task(self._sweeper(uploads_by_md5)))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -133,6 +143,8 @@ class Controller:
     # --- inputs (event loop) ---
 
     def observe(self, event_type: str | None, body: dict[str, Any]) -> None:
+        """An ImageUpload event (``None``: listed at start or after a watch broke)."""
+        self.last_event["imageuploads"] = time.monotonic()
         meta = body.get("metadata") or {}
         key = (str(meta.get("namespace")), str(meta.get("name")))
         if event_type == "DELETED":
@@ -147,35 +159,29 @@ class Controller:
 
     def job_event(self, event_type: str | None, job: dict[str, Any]) -> None:
         """A Job of ours changed: when it has finished or is gone, its uploads are due."""
+        self.last_event["jobs"] = time.monotonic()
         key = (job["metadata"]["namespace"], job["metadata"]["name"])
         if event_type == "DELETED":
             self._jobs.pop(key, None)
+            self._pods_done.discard(key)
         else:
             self._jobs[key] = job
         if event_type == "DELETED" or is_finished(job):
             self.wake(job["metadata"]["namespace"], uploads_of(job))
 
-    def feed(
-        self,
-        handle: Callable[[str | None, dict[str, Any]], None],
-        batch: list[tuple[str | None, dict[str, Any]]],
-        wait: bool,
-    ) -> None:
-        """Hands events a stream read in its own thread to ``handle`` (:meth:`observe`,
-        :meth:`job_event`) in the event loop. ``wait``: return once the loop has taken
-        them (a list page at a time in memory)."""
-        assert self._loop is not None
-        taken = threading.Event()
-
-        def take() -> None:
-            for event_type, body in batch:
-                handle(event_type, body)
-            taken.set()
-
-        self._loop.call_soon_threadsafe(take)
-        while wait and not taken.wait(1.0):
-            if self._loop.is_closed():
-                return
+    def job_pod_event(self, event_type: str | None, pod: dict[str, Any]) -> None:
+        """A pod of our Jobs changed: once it has exited 0, its Job's uploads are due
+        (their results are stored), ahead of the Job's own ``Complete``."""
+        job = job_of_pod(pod)
+        if event_type == "DELETED" or job is None or not pod_succeeded(pod):
+            return
+        key = (pod["metadata"]["namespace"], job)
+        if key in self._pods_done:
+            return
+        self._pods_done.add(key)
+        known = self._jobs.get(key)
+        if known is not None:  # else the Job's own event wakes them
+            self.wake(key[0], uploads_of(known))
 
     def _settled(self, key: Key, body: dict[str, Any]) -> bool:
         """Fast path for terminal uploads (most of them, most of the time): only a
@@ -211,21 +217,25 @@ class Controller:
         self.queue.threadsafe(self.queue.cancel, key)
         self.metrics.observe(key, None)
 
-    async def _sweeper(self) -> None:
+    async def _sweeper(self, uploads_by_md5: Mapping[str, object]) -> None:
         while True:
             await asyncio.sleep(self.settings.cleanup.orphan_sweep_interval)
             try:
-                await asyncio.to_thread(self.sweep_orphans)
+                await asyncio.to_thread(self.sweep_orphans, uploads_by_md5)
             except Exception:
                 logger.exception(
                     "orphan sweep failed; next try in %ss",
                     self.settings.cleanup.orphan_sweep_interval,
                 )
 
-    def sweep_orphans(self) -> list[str]:
+    def sweep_orphans(self, uploads_by_md5: Mapping[str, object]) -> list[str]:
         """Delete raw objects no ImageUpload refers to once they are older than the grace
         period: the upload service stored them but its create never succeeded and the
-        client never retried. Returns the keys deleted."""
+        client never retried. Returns the keys deleted.
+
+        ``uploads_by_md5`` answers "is there an upload of these bytes" from memory (kopf
+        keeps it current on the event loop; a membership test from this thread is one
+        dict lookup), where a LIST per raw object cost one API call each."""
         grace = timedelta(seconds=self.settings.cleanup.orphan_grace)
         cutoff = datetime.now(UTC) - grace
         deleted = []
@@ -234,7 +244,7 @@ class Controller:
             if info is None or info.modified is None or info.modified > cutoff:
                 continue
             md5 = key.removeprefix(RAW_PREFIX)
-            if self.kube.uploads_with_md5(md5):
+            if md5 in uploads_by_md5:
                 continue  # in flight, or rejected and within its retention
             self.storage.delete(Area.UPLOAD, key)
             deleted.append(key)
@@ -462,13 +472,16 @@ class Controller:
     def _job_state(self, namespace: str, name: str) -> JobState:
         job = self._jobs.get((namespace, name))
         if job is None:
-            # Not seen by the Job stream yet (just created). Once seen, its finish or
-            # deletion is a stream event (a relist after any break) that wakes us.
+            # Not seen by the Job watch yet (just created). Once seen, its finish or
+            # deletion is a watch event (a relist after any break) that wakes us.
             job = self.kube.get_job(namespace, name)
         said = ""
         if job is not None and (job.get("status") or {}).get("failed"):
             said = termination_message(self.kube.job_pods(namespace, name))
-        return job_state(job, name, said)
+        state = job_state(job, name, said)
+        if state.status == "running" and (namespace, name) in self._pods_done:
+            return replace(state, status="succeeded")
+        return state
 
     def _write(
         self,

@@ -1,23 +1,26 @@
 """The kopf side: what kopf runs for the operator and how it is configured.
 
 kopf runs the operator: login (service account or kubeconfig), start-up and clean-up,
-signals, and the health endpoint. It registers no resource handlers: ImageUploads and
-Jobs come through the operator's own watch streams (:mod:`._stream`, which says why),
-so kopf keeps nothing in the objects (no finalizers, annotations or ``status.kopf``);
-the explicit phase in our own status is the progress record.
+signals, the health endpoint, and the watches. ImageUploads, the operator's own Jobs
+and their pods come through ``@kopf.on.event`` handlers that hand each event to the
+controller on the event loop (:meth:`Controller.observe`, :meth:`Controller.job_event`,
+:meth:`Controller.job_pod_event`: a pod that exited 0 ends its stage without waiting for
+the Job's ``Complete``); the controller's queue, the pure state machine and its workers do the rest. Event handlers
+keep no state in the objects: kopf adds no finalizers, annotations or ``status.kopf``
+(the explicit phase in our own status is the progress record).
 
 Start-up either succeeds or ends the process: what retrying in place cannot heal (bad
 settings, a port in use, an object store still unreachable after
 ``PINSTER_STARTUP_TIMEOUT``) is a :class:`kopf.PermanentError`, and ``cli.main`` exits 1
 with the reason, so the kubelet restarts the container and says why. kopf serves the
 health endpoint only once start-up has succeeded, so until then the Pod is not Ready;
-afterwards the probe fails when the scheduler or a watch stream has died.
+afterwards the probe fails when the scheduler has died (a watch that fails for good
+ends kopf itself).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from typing import Any
@@ -25,27 +28,32 @@ from typing import Any
 import kopf
 
 from pinster_images.errors import ConfigError, TemporaryError
+from pinster_images.resource import GROUP, LABEL_PART_OF, PART_OF, PLURAL, VERSION
 from pinster_operator._controller import Controller
-from pinster_operator._stream import JOBS, UPLOADS, Stream
+from pinster_operator._jobs import JOB_POD_SELECTOR
 
 logger = logging.getLogger("pinster_operator")
 
 
+#: Only the Jobs this product launched, selected by the API server (not in the client).
+JOB_SELECTOR = f"{LABEL_PART_OF}={PART_OF}"
+
+
 def configure(settings: kopf.OperatorSettings) -> None:
-    settings.peering.standalone = True
+    """kopf's settings, each chosen for a reason (docs/operator.md repeats them)."""
+    settings.peering.standalone = True  # one replica (Recreate): no peering objects
     # We post our own Events (one per phase change); kopf's would only repeat logs.
     settings.posting.enabled = False
     settings.networking.request_timeout = 60
-
-
-def streams_of(controller: Controller) -> list[Stream]:
-    """An ImageUpload and a Job stream per watched namespace (or for the cluster)."""
-    api = controller.kube.api
-    return [
-        Stream(api, kind, namespace, functools.partial(controller.feed, handle))
-        for namespace in controller.settings.namespaces or (None,)
-        for kind, handle in ((UPLOADS, controller.observe), (JOBS, controller.job_event))
-    ]
+    # The CRD and the namespaces are known: no CRD or namespace watch (nor its RBAC).
+    settings.scanning.disabled = True
+    # ("batch", "jobs"), not "batch/jobs": kopf reads a dotless "group/plural" as a name.
+    settings.watching.label_selectors["batch", "jobs"] = JOB_SELECTOR
+    settings.watching.label_selectors["v1", "pods"] = JOB_POD_SELECTOR
+    # Watches end and reopen every 5 minutes (as kube-controller-manager's reflectors);
+    # a connection silent for longer than that plus a margin is dead and reopened.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
 
 
 def build_registry() -> kopf.OperatorRegistry:
@@ -58,8 +66,13 @@ def build_registry() -> kopf.OperatorRegistry:
         info: kopf.ConnectionInfo | None = kopf.login_with_service_account(**kwargs)
         return info or kopf.login_with_kubeconfig(**kwargs)
 
+    @kopf.index(GROUP, VERSION, PLURAL, registry=registry, id="uploads_by_md5")
+    def uploads_by_md5(spec: kopf.Spec, **_: Any) -> dict[str, None]:
+        """Every ImageUpload's md5: the orphan sweep asks it instead of the API server."""
+        return {str(spec.get("md5")): None}
+
     @kopf.on.startup(registry=registry, errors=kopf.ErrorsMode.PERMANENT)
-    async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
         configure(settings)
         controller: Controller = memo["controller"]
         await wait_for_storage(controller)
@@ -71,10 +84,10 @@ def build_registry() -> kopf.OperatorRegistry:
                 f"the metrics server cannot listen on {host}:{port} "
                 f"(PINSTER_OPERATOR_HOST, PINSTER_METRICS_PORT): {exc}"
             ) from exc
-        controller.start()
-        memo["streams"] = streams = streams_of(controller)
-        for stream in streams:
-            stream.start()
+        # kopf fills the index before it dispatches events; the sweep's first run is
+        # PINSTER_ORPHAN_SWEEP_INTERVAL later.
+        index: kopf.Index[str, None] = kwargs["uploads_by_md5"]  # kopf passes indices by name
+        controller.start(index)
         logging.getLogger("pinster_operator").info(
             "operator started",
             extra={
@@ -84,34 +97,42 @@ def build_registry() -> kopf.OperatorRegistry:
             },
         )
 
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
+    async def upload_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+        memo["controller"].observe(event.get("type"), event["object"])
+
+    @kopf.on.event("batch", "v1", "jobs", registry=registry)
+    async def job_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+        memo["controller"].job_event(event.get("type"), event["object"])
+
+    @kopf.on.event("v1", "pods", registry=registry)
+    async def job_pod_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+        memo["controller"].job_pod_event(event.get("type"), event["object"])
+
     @kopf.on.probe(registry=registry, id="health")
     def health(memo: kopf.Memo, **_: Any) -> dict[str, Any]:
-        return health_report(memo["controller"], memo.get("streams") or [])
+        return health_report(memo["controller"])
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-        controller: Controller = memo["controller"]
-        streams: list[Stream] = memo.get("streams") or []
-        await asyncio.gather(*(asyncio.to_thread(stream.stop) for stream in streams))
-        await controller.stop()
+        await memo["controller"].stop()
 
     return registry
 
 
-def health_report(controller: Controller, streams: list[Stream]) -> dict[str, Any]:
-    """Queue depth, timers and each stream's last contact; raises kopf.PermanentError
-    (kopf's health endpoint answers 500, the probe fails) when the scheduler or a
-    stream has died or a stream has not heard from the API server for too long."""
-    problems = [p for p in (s.problem() for s in streams) if p]
+def health_report(controller: Controller) -> dict[str, Any]:
+    """Queue depth, timers and the seconds since the last event of each kind; raises
+    kopf.PermanentError (kopf's health endpoint answers 500, the probe fails) when the
+    scheduler has died."""
     if controller.scheduler is None or controller.scheduler.done():
-        problems.append("the scheduler has stopped: timed retries, polls and TTLs would not run")
-    if problems:
-        raise kopf.PermanentError("; ".join(problems))
+        raise kopf.PermanentError(
+            "the scheduler has stopped: timed retries, polls and TTLs would not run"
+        )
     now = time.monotonic()
     return {
         "queue": controller.queue.depth,
         "timers": controller.queue.timers,
-        "streams": {s.scope: round(now - (s.last_contact or now), 1) for s in streams},
+        "last_event": {kind: round(now - at, 1) for kind, at in controller.last_event.items()},
     }
 
 

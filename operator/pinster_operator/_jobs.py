@@ -231,6 +231,28 @@ def is_finished(job: dict[str, Any]) -> bool:
     return bool(_condition(job, "Complete") or _condition(job, "Failed"))
 
 
+#: Pods of our Jobs (the Job's template labels), as the API server selects them.
+JOB_POD_SELECTOR = f"{LABEL_PART_OF}={PART_OF},{LABEL_COMPONENT}=job"
+
+
+def job_of_pod(pod: dict[str, Any]) -> str | None:
+    """The name of the Job a pod belongs to (the label the Job controller sets)."""
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    name = labels.get("batch.kubernetes.io/job-name") or labels.get("job-name")
+    return str(name) if name else None
+
+
+def pod_succeeded(pod: dict[str, Any]) -> bool:
+    """The Job's container exited 0: every result of the pod is stored. The Job
+    controller says ``Complete`` 1-2 s later (it batches pod updates, then removes its
+    finalizers); a stage reading its results from here need not wait for that."""
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        terminated = (status.get("state") or {}).get("terminated") or {}
+        if status.get("name") == "job" and terminated.get("exitCode") == 0:
+            return True
+    return False
+
+
 def job_state(job: dict[str, Any] | None, name: str, termination: str = "") -> JobState:
     """Running, succeeded or failed (with the Job's reason and the pods' last words)."""
     if job is None:

@@ -57,10 +57,9 @@ def main(argv: list[str]) -> int:
         # kopf's login reads $KUBECONFIG; keep both clients on the same cluster.
         os.environ["KUBECONFIG"] = args.kubeconfig
     api = kube.api_client(args.kubeconfig)
-    # Worker threads and the watch streams (two per namespace) share the client: a
-    # connection each.
-    streams = 2 * (len(settings.namespaces) or 1)
-    api.rest_client.pool_manager.connection_pool_kw["maxsize"] = settings.workers + streams + 4
+    # Worker threads share the client (kopf watches with its own): a connection each,
+    # and a few for Job creation and the orphan sweep.
+    api.rest_client.pool_manager.connection_pool_kw["maxsize"] = settings.workers + 4
     controller = Controller(settings, Kube(api, settings.namespaces), settings.storage.open())
     memo = kopf.Memo(controller=controller)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host

@@ -19,11 +19,8 @@ TOKEN_TTL = 3600.0
 
 @pytest.fixture
 def contract_target(stack: Stack) -> tuple[str, str, str]:
-    """(base URL, token of the uploading imageable, token of another imageable).
-
-    Built on the e2e ``stack`` (the chart on the devcluster, PinsterApi's stand-in as
-    the issuer); not yet run by its author, who had no cluster: the lead wires it.
-    """
+    """(base URL, token of the uploading imageable, token of another imageable), for
+    the e2e ``stack`` (the chart on the devcluster, PinsterApi's stand-in as issuer)."""
     stack.start()
 
     def token(imageable_id: str) -> str:

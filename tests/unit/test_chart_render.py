@@ -13,6 +13,7 @@ import yaml
 
 from pinster_images import keys
 from tests.support.helm import CHART, ROOT, helm, render
+from tests.support.rbac import PACKAGES, calls_of, granted_by, role_rules
 
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
 
@@ -110,8 +111,22 @@ def test_every_setting_the_chart_sets_is_read_by_the_code(values: Path | None) -
     assert {"PINSTER_SERVICE_URL", "PINSTER_API_URL", "PINSTER_STORAGE_BACKEND"} <= set_by_chart
 
 
+def test_only_an_operator_of_every_namespace_is_cluster_wide() -> None:
+    def scopes(*args: str) -> dict[str, set[str]]:
+        found: dict[str, set[str]] = {}
+        for d in render("--namespace", "rel", *args):
+            if d["kind"] in ("Role", "ClusterRole"):
+                name = d["metadata"]["name"].removeprefix("t-pinster-images-")
+                found.setdefault(name, set()).add(d["metadata"].get("namespace", "*cluster*"))
+        return found
+
+    assert scopes() == {"operator": {"*cluster*"}, "ingress": {"rel"}, "jobs": {"rel"}}
+    listed = scopes("--set", "operator.watchNamespaces={a,b}")
+    assert listed == {"operator": {"a", "b"}, "ingress": {"rel"}, "jobs": {"rel"}}
+
+
 def test_rbac_grants_each_role_only_what_it_uses() -> None:
-    roles = {d["metadata"]["name"]: d["rules"] for d in render() if d["kind"] == "ClusterRole"}
+    roles = role_rules(render())
     ingress = roles["t-pinster-images-ingress"]
     assert ingress == [
         {
@@ -124,77 +139,33 @@ def test_rbac_grants_each_role_only_what_it_uses() -> None:
     assert all("create" not in rule["verbs"] for rule in jobs)
     operator = roles["t-pinster-images-operator"]
     assert any(r["resources"] == ["imageuploads/status"] for r in operator)
-    namespaced = render("--set", "operator.watchNamespaces={a,b}")
-    assert {d["metadata"]["namespace"] for d in namespaced if d["kind"] == "Role"} == {"a", "b"}
 
 
-#: Kubernetes client calls in each role's code -> (resource, verb) the API server checks.
-_CALL = re.compile(
-    r"\.(create|get|read|list|patch|replace|delete)_(?:namespaced|cluster)_"
-    r"(custom_object_status|custom_object|job|pod|event)\("
-)
-_VERB = {"read": "get", "replace": "update"}
-_RESOURCE = {
-    "custom_object": "imageuploads",  # the only custom resource this product has
-    "custom_object_status": "imageuploads/status",
-    "job": "jobs",
-    "pod": "pods",
-    "event": "events",
-}
-_PACKAGES = {
-    "operator": "operator/pinster_operator",
-    "ingress": "ingress/pinster_ingress",
-    "jobs": "jobs/pinster_jobs",
-}
-#: What kopf itself does for the operator, beyond the calls in our code: it watches the
-#: resources its handlers name (ImageUploads, Jobs), patches ImageUploads (its annotation
-#: progress storage), and posts handler-failure Events.
-_KOPF = {
-    ("imageuploads", "watch"),
-    ("imageuploads", "patch"),
-    ("jobs", "watch"),
-    ("events", "create"),
-}
-
-
-def _calls(role: str) -> set[tuple[str, str]]:
-    used: set[tuple[str, str]] = set()
-    for path in (ROOT / _PACKAGES[role]).rglob("*.py"):
-        for verb, thing in _CALL.findall(path.read_text()):
-            used.add((_RESOURCE[thing], _VERB.get(verb, verb)))
-    return used
-
-
-def _granted(rules: list[dict[str, Any]]) -> set[tuple[str, str]]:
-    return {(r, v) for rule in rules for r in rule["resources"] for v in rule["verbs"]}
-
-
-@pytest.mark.parametrize("role", sorted(_PACKAGES))
+@pytest.mark.parametrize("role", sorted(PACKAGES))
 def test_rbac_grants_exactly_the_calls_each_role_makes(role: str) -> None:
     """A call added to a role without its rule fails here (and on the devcluster, where
     the pods run under these service accounts); a rule nothing uses fails here too."""
-    roles = {d["metadata"]["name"]: d["rules"] for d in render() if d["kind"] == "ClusterRole"}
-    granted = _granted(roles[f"t-pinster-images-{role}"])
-    used = _calls(role) | (_KOPF if role == "operator" else set())
-    assert used, f"no Kubernetes calls found in {_PACKAGES[role]}: is the pattern stale?"
+    granted = granted_by(role_rules(render())[f"t-pinster-images-{role}"])
+    used = calls_of(role)
+    assert used, f"no Kubernetes calls found in {PACKAGES[role]}: is the pattern stale?"
     assert used - granted == set(), "used but not granted"
     assert granted - used == set(), "granted but never used"
 
 
-def test_kopf_discovery_is_read_only_and_namespaces_only_when_listed() -> None:
-    def discovery(*args: str) -> set[tuple[str, str]]:
-        (role,) = [
-            d
-            for d in render(*args)
-            if d["kind"] == "ClusterRole" and d["metadata"]["name"].endswith("-discovery")
-        ]
-        return _granted(role["rules"])
-
-    assert discovery() == {
-        ("customresourcedefinitions", "list"),
-        ("customresourcedefinitions", "watch"),
+def test_nothing_cluster_wide_when_namespaces_are_listed() -> None:
+    """kopf scans nothing (settings.scanning.disabled): no CRD or namespace watch, so a
+    release that watches listed namespaces has no ClusterRole at all."""
+    listed = render("--set", "operator.watchNamespaces={a,b}")
+    assert [d["metadata"]["name"] for d in listed if d["kind"].startswith("Cluster")] == []
+    assert [d["metadata"]["name"] for d in render() if d["kind"].startswith("Cluster")] == [
+        "t-pinster-images-operator",
+        "t-pinster-images-operator",
+    ]  # the ClusterRole and its binding, for an operator of every namespace
+    everywhere = render()
+    rules = [r for d in everywhere if d["kind"] == "ClusterRole" for r in d["rules"]]
+    assert not {"customresourcedefinitions", "namespaces"} & {
+        resource for rule in rules for resource in rule["resources"]
     }
-    assert ("namespaces", "watch") in discovery("--set", "operator.watchNamespaces={a}")
 
 
 # -- the rendered environment satisfies each role's settings --------------------------

@@ -366,8 +366,12 @@ def test_orphan_sweep_deletes_only_old_raw_objects_no_upload_refers_to(tmp_path:
         os.utime(tmp_path / "upload" / "raw" / md5, (two_days_ago, two_days_ago))
     controller = Controller(settings(), kube, storage)  # type: ignore[arg-type]
 
-    assert controller.sweep_orphans() == [f"raw/{orphan}"]
+    uploads_by_md5 = {referenced: None}  # what kopf's index holds
+    gets = kube.gets
+
+    assert controller.sweep_orphans(uploads_by_md5) == [f"raw/{orphan}"]
     assert not storage.exists(Area.UPLOAD, f"raw/{orphan}")
     assert storage.exists(Area.UPLOAD, f"raw/{young}")
     assert storage.exists(Area.UPLOAD, f"raw/{referenced}")
-    assert controller.sweep_orphans() == []
+    assert controller.sweep_orphans(uploads_by_md5) == []
+    assert kube.gets == gets  # answered from the index, not the API server

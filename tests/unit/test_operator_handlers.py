@@ -1,23 +1,22 @@
-"""What kopf starts: a stream per kind and namespace, a start-up that waits for the store
-a bounded time, the health report; what a Job event does to uploads."""
+"""How kopf is configured, a start-up that waits for the store a bounded time, the
+health report; what a Job event does to uploads."""
 
 from __future__ import annotations
 
 import asyncio
 import copy
-import threading
-import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import kopf
 import pytest
+from kopf._cogs.structs.references import Resource  # what kopf matches selectors on
 from pinster_operator import Controller
-from pinster_operator._handlers import health_report, streams_of, wait_for_storage
-from pinster_operator._stream import JOBS, UPLOADS, Stream
+from pinster_operator._handlers import build_registry, configure, health_report, wait_for_storage
 
 from pinster_images.errors import ConfigError, TemporaryError
+from pinster_images.resource import GROUP, KIND, PLURAL, VERSION
 from tests.support.operator_units import settings
 from tests.support.storage import DirectoryStorage
 
@@ -36,24 +35,27 @@ JOB: dict[str, Any] = {
 
 def _controller(tmp_path: Path, **env: str) -> Controller:
     s = settings(**env)
-    kube = SimpleNamespace(api=None)  # streams only keep the client until they start
+    kube = SimpleNamespace(api=None)  # nothing here calls the API server
     return Controller(s, kube=kube, storage=DirectoryStorage(tmp_path))  # type: ignore[arg-type]
 
 
-def test_one_upload_and_one_job_stream_per_watched_namespace(tmp_path: Path) -> None:
-    streams = streams_of(_controller(tmp_path, PINSTER_WATCH_NAMESPACES="a,b"))
-    assert [(s.kind, s.namespace) for s in streams] == [
-        (UPLOADS, "a"),
-        (JOBS, "a"),
-        (UPLOADS, "b"),
-        (JOBS, "b"),
+def test_kopf_is_set_for_event_handlers_only() -> None:
+    settings = kopf.OperatorSettings()
+    configure(settings)
+    assert settings.scanning.disabled  # no CRD or namespace watch, nor RBAC for one
+    assert not settings.posting.enabled
+    assert settings.peering.standalone
+    # The Job watch asks the API server for our Jobs only.
+    pods = Resource(group="", version="v1", plural="pods", kind="Pod", namespaced=True)
+    assert list(settings.watching.label_selectors.collect(pods)) == [
+        "app.kubernetes.io/part-of=pinster-images,app.kubernetes.io/component=job"
     ]
-    assert [(s.kind, s.namespace) for s in streams_of(_controller(tmp_path))] == [
-        (UPLOADS, None),
-        (JOBS, None),
+    jobs = Resource(group="batch", version="v1", plural="jobs", kind="Job", namespaced=True)
+    assert list(settings.watching.label_selectors.collect(jobs)) == [
+        "app.kubernetes.io/part-of=pinster-images"
     ]
-    assert JOBS.path(None) == "/apis/batch/v1/jobs"
-    assert JOBS.selector == "app.kubernetes.io/part-of=pinster-images"
+    uploads = Resource(group=GROUP, version=VERSION, plural=PLURAL, kind=KIND, namespaced=True)
+    assert list(settings.watching.label_selectors.collect(uploads)) == []
 
 
 def test_a_job_wakes_its_uploads_when_it_ends_or_goes(tmp_path: Path) -> None:
@@ -103,37 +105,26 @@ def test_start_up_waits_for_the_store_a_bounded_time(tmp_path: Path) -> None:
     assert refused.storage.checks == 1  # type: ignore[attr-defined]
 
 
-def test_the_health_report_fails_when_the_scheduler_or_a_stream_died(tmp_path: Path) -> None:
+def test_the_health_report_fails_when_the_scheduler_died(tmp_path: Path) -> None:
     controller = _controller(tmp_path)
-    [uploads, jobs] = streams_of(controller)
 
     async def main() -> None:
         controller.start()
         try:
-            for stream in (uploads, jobs):  # as if they had run and heard the server
-                stream._thread = threading.Thread(target=time.sleep, args=(5,), daemon=True)
-                stream._thread.start()
-                stream.last_contact = time.monotonic()
-            report = health_report(controller, [uploads, jobs])
-            assert report["queue"] == 0 and set(report["streams"]) == {
-                "imageuploads in all namespaces",
-                "jobs in all namespaces",
-            }
-            jobs.last_contact = time.monotonic() - 1000  # silent for longer than a watch
-            with pytest.raises(kopf.PermanentError, match="jobs in all namespaces has not heard"):
-                health_report(controller, [uploads, jobs])
-            jobs.last_contact = time.monotonic()
+            controller.job_event("ADDED", JOB)
+            report = health_report(controller)
+            assert report["queue"] == 0 and report["timers"] == 0
+            assert list(report["last_event"]) == ["jobs"]
+            assert 0 <= report["last_event"]["jobs"] < 5
             assert controller.scheduler is not None
             controller.scheduler.cancel()
             await asyncio.sleep(0)
             with pytest.raises(kopf.PermanentError, match="scheduler has stopped"):
-                health_report(controller, [uploads, jobs])
+                health_report(controller)
         finally:
             await controller.stop()
 
     asyncio.run(main())
-    stopped = Stream(None, UPLOADS, "ns", lambda batch, wait: None)  # type: ignore[arg-type]
-    assert stopped.problem() == "the stream of imageuploads in ns has stopped"
 
 
 def test_a_failed_start_up_is_reported_as_the_handler_said_it() -> None:
@@ -152,3 +143,45 @@ def test_a_failed_start_up_is_reported_as_the_handler_said_it() -> None:
         wrapped.__cause__ = handler_error
     assert _reason(wrapped) == "the metrics server cannot listen on 0.0.0.0:8081"
     assert _reason(OSError("bind failed")) == "bind failed"
+
+
+def test_the_index_start_up_reads_is_registered_under_that_name() -> None:
+    """kopf passes an index to handlers by its handler id: start-up asks for it by name."""
+    registry = build_registry()
+    # kopf has no public listing of a registry's handlers.
+    assert [h.id for h in registry._indexing.get_all_handlers()] == ["uploads_by_md5"]
+    watched = {
+        (h.selector.group, h.selector.any_name) for h in registry._watching.get_all_handlers()
+    }  # type: ignore[union-attr]
+    assert watched == {(GROUP, PLURAL), ("batch", "jobs"), ("", "pods")}
+
+
+def test_a_job_pod_that_exited_0_ends_the_stage_before_the_job_says_so(tmp_path: Path) -> None:
+    controller = _controller(tmp_path)
+    woken: list[tuple[str, list[str]]] = []
+    controller.wake = lambda namespace, names: woken.append((namespace, names))  # type: ignore[method-assign]
+    controller.job_event("ADDED", JOB)  # running: no Complete condition yet
+    pod: dict[str, Any] = {
+        "metadata": {
+            "name": "pinster-mod-1-abcde",
+            "namespace": "ns",
+            "labels": {"batch.kubernetes.io/job-name": "pinster-mod-1"},
+        },
+        "status": {"containerStatuses": [{"name": "job", "state": {"running": {}}}]},
+    }
+    controller.job_pod_event("MODIFIED", pod)
+    assert woken == []
+    assert controller._job_state("ns", "pinster-mod-1").status == "running"
+    failed = copy.deepcopy(pod)
+    failed["status"]["containerStatuses"][0]["state"] = {"terminated": {"exitCode": 1}}
+    controller.job_pod_event("MODIFIED", failed)  # the Job may retry: still running
+    assert woken == [] and controller._job_state("ns", "pinster-mod-1").status == "running"
+
+    done = copy.deepcopy(pod)
+    done["status"]["containerStatuses"][0]["state"] = {"terminated": {"exitCode": 0}}
+    controller.job_pod_event("MODIFIED", done)
+    controller.job_pod_event("MODIFIED", done)  # the same news again wakes nobody
+    assert woken == [("ns", ["u1", "u2"])]
+    assert controller._job_state("ns", "pinster-mod-1").status == "succeeded"
+    controller.job_event("DELETED", JOB)
+    assert ("ns", "pinster-mod-1") not in controller._pods_done
