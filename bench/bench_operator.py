@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.support.crd import install_crd  # noqa: E402
 from tests.support.procstat import cpu_seconds, memory_mib  # noqa: E402
-from tests.support.s3 import free_port  # noqa: E402
+from tests.support.net import free_port  # noqa: E402
 
 KOPF_DOC_MB_PER_1000 = 300.0
 

@@ -18,7 +18,6 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -104,6 +103,12 @@ class Controller:
         #: Jobs whose pod has exited 0 (set on the event loop, read by workers): done,
         #: before the Job controller says so.
         self._pods_done: set[tuple[str, str]] = set()
+        #: md5 -> the uploads of those bytes, kept from every ImageUpload event (on the
+        #: event loop): the orphan sweep's question, without an API call. (kopf's
+        #: @kopf.index holds start-up until every object is indexed, at a cost that grows
+        #: with the square of their number: minutes of CPU with 10,000 uploads.)
+        self._uploads_by_md5: dict[str, set[Key]] = {}
+        self._md5_of: dict[Key, str] = {}
         self._sent: dict[str, _Sent] = {}
         self._sessions = threading.local()
         self._tasks: list[asyncio.Task[None]] = []
@@ -118,17 +123,15 @@ class Controller:
 
     # --- lifecycle (event loop) ---
 
-    def start(self, uploads_by_md5: Mapping[str, object] | None = None) -> None:
-        """Start the workers and the scheduler; the orphan sweep too when given
-        ``uploads_by_md5`` (kopf's index: the md5 of every ImageUpload there is)."""
+    def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.queue.bind(self._loop)
         for _ in range(self.settings.workers):
             self._tasks.append(self._loop.create_task(self._worker()))
         self.scheduler = self._loop.create_task(self.queue.run_scheduler(), name="scheduler")
         self._tasks.append(self.scheduler)
-        if self.settings.cleanup.orphan_grace > 0 and uploads_by_md5 is not None:
-            self._tasks.append(self._loop.create_task(self._sweeper(uploads_by_md5)))
+        if self.settings.cleanup.orphan_grace > 0:
+            self._tasks.append(self._loop.create_task(self._sweeper()))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -150,6 +153,9 @@ class Controller:
         if event_type == "DELETED":
             self.forget(key)
             return
+        md5 = str((body.get("spec") or {}).get("md5") or "")
+        if self._md5_of.setdefault(key, md5) == md5:  # the spec is immutable (CEL)
+            self._uploads_by_md5.setdefault(md5, set()).add(key)
         if self._older_than_written(key, body, inclusive=True):
             return  # the echo of our own status write: its follow-up is already queued
         if self._settled(key, body):
@@ -215,27 +221,36 @@ class Controller:
         self._bodies.pop(key, None)
         self._written.pop(key, None)
         self.queue.threadsafe(self.queue.cancel, key)
+        self.queue.threadsafe(self._unindex, key)
         self.metrics.observe(key, None)
 
-    async def _sweeper(self, uploads_by_md5: Mapping[str, object]) -> None:
+    def _unindex(self, key: Key) -> None:
+        md5 = self._md5_of.pop(key, None)
+        keys = self._uploads_by_md5.get(md5 or "")
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._uploads_by_md5[md5 or ""]
+
+    async def _sweeper(self) -> None:
         while True:
             await asyncio.sleep(self.settings.cleanup.orphan_sweep_interval)
             try:
-                await asyncio.to_thread(self.sweep_orphans, uploads_by_md5)
+                await asyncio.to_thread(self.sweep_orphans)
             except Exception:
                 logger.exception(
                     "orphan sweep failed; next try in %ss",
                     self.settings.cleanup.orphan_sweep_interval,
                 )
 
-    def sweep_orphans(self, uploads_by_md5: Mapping[str, object]) -> list[str]:
+    def sweep_orphans(self) -> list[str]:
         """Delete raw objects no ImageUpload refers to once they are older than the grace
         period: the upload service stored them but its create never succeeded and the
         client never retried. Returns the keys deleted.
 
-        ``uploads_by_md5`` answers "is there an upload of these bytes" from memory (kopf
-        keeps it current on the event loop; a membership test from this thread is one
-        dict lookup), where a LIST per raw object cost one API call each."""
+        "Is there an upload of these bytes" is answered from memory (the md5 index the
+        event loop keeps from every ImageUpload event; a membership test from this
+        thread is one dict lookup), where a LIST per raw object cost an API call each."""
         grace = timedelta(seconds=self.settings.cleanup.orphan_grace)
         cutoff = datetime.now(UTC) - grace
         deleted = []
@@ -244,7 +259,7 @@ class Controller:
             if info is None or info.modified is None or info.modified > cutoff:
                 continue
             md5 = key.removeprefix(RAW_PREFIX)
-            if md5 in uploads_by_md5:
+            if md5 in self._uploads_by_md5:
                 continue  # in flight, or rejected and within its retention
             self.storage.delete(Area.UPLOAD, key)
             deleted.append(key)

@@ -66,13 +66,8 @@ def build_registry() -> kopf.OperatorRegistry:
         info: kopf.ConnectionInfo | None = kopf.login_with_service_account(**kwargs)
         return info or kopf.login_with_kubeconfig(**kwargs)
 
-    @kopf.index(GROUP, VERSION, PLURAL, registry=registry, id="uploads_by_md5")
-    def uploads_by_md5(spec: kopf.Spec, **_: Any) -> dict[str, None]:
-        """Every ImageUpload's md5: the orphan sweep asks it instead of the API server."""
-        return {str(spec.get("md5")): None}
-
     @kopf.on.startup(registry=registry, errors=kopf.ErrorsMode.PERMANENT)
-    async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
+    async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         configure(settings)
         controller: Controller = memo["controller"]
         await wait_for_storage(controller)
@@ -84,10 +79,7 @@ def build_registry() -> kopf.OperatorRegistry:
                 f"the metrics server cannot listen on {host}:{port} "
                 f"(PINSTER_OPERATOR_HOST, PINSTER_METRICS_PORT): {exc}"
             ) from exc
-        # kopf fills the index before it dispatches events; the sweep's first run is
-        # PINSTER_ORPHAN_SWEEP_INTERVAL later.
-        index: kopf.Index[str, None] = kwargs["uploads_by_md5"]  # kopf passes indices by name
-        controller.start(index)
+        controller.start()
         logging.getLogger("pinster_operator").info(
             "operator started",
             extra={

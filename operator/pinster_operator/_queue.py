@@ -41,9 +41,9 @@ class WorkQueue:
         self._owner = threading.get_ident()
 
     def threadsafe(self, method: Callable[..., Any], *args: Any) -> None:
-        """Call ``method(*args)`` of this queue on its loop, from any thread."""
-        assert self._loop is not None, "WorkQueue.bind() was not called"
-        if threading.get_ident() == self._owner:
+        """Call ``method(*args)`` on the queue's loop, from any thread (at once when
+        called on it, or before the queue is bound to one: nothing else runs then)."""
+        if self._loop is None or threading.get_ident() == self._owner:
             method(*args)
         else:
             self._loop.call_soon_threadsafe(method, *args)

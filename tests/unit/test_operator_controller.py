@@ -366,12 +366,16 @@ def test_orphan_sweep_deletes_only_old_raw_objects_no_upload_refers_to(tmp_path:
         os.utime(tmp_path / "upload" / "raw" / md5, (two_days_ago, two_days_ago))
     controller = Controller(settings(), kube, storage)  # type: ignore[arg-type]
 
-    uploads_by_md5 = {referenced: None}  # what kopf's index holds
+    controller.observe(None, kube.uploads["img-kept"])  # as kopf lists it at start
     gets = kube.gets
 
-    assert controller.sweep_orphans(uploads_by_md5) == [f"raw/{orphan}"]
+    assert controller.sweep_orphans() == [f"raw/{orphan}"]
     assert not storage.exists(Area.UPLOAD, f"raw/{orphan}")
     assert storage.exists(Area.UPLOAD, f"raw/{young}")
     assert storage.exists(Area.UPLOAD, f"raw/{referenced}")
-    assert controller.sweep_orphans(uploads_by_md5) == []
+    assert controller.sweep_orphans() == []
     assert kube.gets == gets  # answered from the index, not the API server
+
+    # Once the upload is gone, its bytes are an orphan too.
+    controller.observe("DELETED", kube.uploads["img-kept"])
+    assert controller.sweep_orphans() == [f"raw/{referenced}"]
