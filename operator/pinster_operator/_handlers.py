@@ -54,6 +54,12 @@ def configure(settings: kopf.OperatorSettings) -> None:
     # a connection silent for longer than that plus a margin is dead and reopened.
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
+    # At start kopf lists every upload: in pages, each handed to a bounded number of
+    # per-object workers that end soon after their last event (our handlers return at
+    # once), so 10,000 listed uploads are never all in memory at once.
+    settings.watching.chunk_size = 500
+    settings.queueing.worker_limit = 200
+    settings.queueing.idle_timeout = 0.1
 
 
 def build_registry() -> kopf.OperatorRegistry:

@@ -45,6 +45,9 @@ def test_kopf_is_set_for_event_handlers_only() -> None:
     assert settings.scanning.disabled  # no CRD or namespace watch, nor RBAC for one
     assert not settings.posting.enabled
     assert settings.peering.standalone
+    # 10,000 listed uploads are never all in memory: pages, a bounded set of workers.
+    assert settings.watching.chunk_size == 500
+    assert settings.queueing.worker_limit == 200 and settings.queueing.idle_timeout < 1
     # The Job watch asks the API server for our Jobs only.
     pods = Resource(group="", version="v1", plural="pods", kind="Pod", namespaced=True)
     assert list(settings.watching.label_selectors.collect(pods)) == [
