@@ -44,8 +44,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.support.crd import install_crd  # noqa: E402
-from tests.support.procstat import cpu_seconds, memory_mib  # noqa: E402
 from tests.support.net import free_port  # noqa: E402
+from tests.support.procstat import cpu_seconds, memory_mib  # noqa: E402
 
 KOPF_DOC_MB_PER_1000 = 300.0
 

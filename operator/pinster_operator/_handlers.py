@@ -39,9 +39,26 @@ logger = logging.getLogger("pinster_operator")
 JOB_SELECTOR = f"{LABEL_PART_OF}={PART_OF}"
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """No diff-base: the operator has event handlers only, and no change handler reads
+    what changed. kopf's default deep-copies every event's whole body to build the
+    "essence" it would compare (about a quarter of kopf's CPU per event, measured with
+    py-spy) and keeps it nowhere here anyway."""
+
+    def build(self, *, body: Any, extra_fields: Any = None) -> Any:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: Any) -> None:
+        return None
+
+    def store(self, *, body: Any, patch: Any, essence: Any) -> None:
+        return None
+
+
 def configure(settings: kopf.OperatorSettings) -> None:
     """kopf's settings, each chosen for a reason (docs/operator.md repeats them)."""
     settings.peering.standalone = True  # one replica (Recreate): no peering objects
+    settings.persistence.diffbase_storage = NoDiffBase()
     # We post our own Events (one per phase change); kopf's would only repeat logs.
     settings.posting.enabled = False
     settings.networking.request_timeout = 60

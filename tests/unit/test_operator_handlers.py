@@ -45,6 +45,9 @@ def test_kopf_is_set_for_event_handlers_only() -> None:
     assert settings.scanning.disabled  # no CRD or namespace watch, nor RBAC for one
     assert not settings.posting.enabled
     assert settings.peering.standalone
+    # Event handlers only: no diff-base built (a deep copy of every body) or stored.
+    essence = settings.persistence.diffbase_storage.build(body=kopf.Body({"spec": {"a": 1}}))
+    assert essence == {}
     # 10,000 listed uploads are never all in memory: pages, a bounded set of workers.
     assert settings.watching.chunk_size == 500
     assert settings.queueing.worker_limit == 200 and settings.queueing.idle_timeout < 1
