@@ -1,12 +1,18 @@
-"""Upload service throughput, latency and memory, beside the bare work it wraps.
+"""Upload service throughput, latency, memory and CPU, beside the work it cannot avoid.
 
 For 200 KB and 5 MB JPEGs, with the devcluster's object store (MinIO, a production S3
 server, over HTTP on the node address) as storage, 16 concurrent
 clients upload distinct images to ``pinster-images ingress`` (a subprocess, so its peak
-RSS is its own) in the original JSON data-URI form and in the raw form. Beside each, in
-the same run: the bare cost of what the service must do anyway - ``storage.put`` of the
-same bytes plus creating the ImageUpload through the same API server - at the same
-concurrency. Prints a table with the ratios.
+RSS and CPU are its own) in the original JSON data-URI form and in the raw form. Beside
+each, in the same run:
+
+* bare: ``storage.put`` of the same bytes plus creating the ImageUpload through the same
+  API server, at the same concurrency (uploads/s and latency to compare with);
+* floor: single-threaded, in this process, the CPU of exactly the work no implementation
+  can skip, on bodies built as the clients' are: the base64 decode (JSON), md5, the
+  header sniff, one ``storage.put`` to the same MinIO and one ImageUpload create on the
+  same API server. The service's CPU per upload is printed as a ratio to it; the last
+  line is ``ingress cpu/floor: json-200KB 1.23x raw-200KB ...``.
 
 Kubernetes is the devcluster's real API server (started here with its own state
 directory, stopped at the end; it holds this machine's node, so no other devcluster may
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import binascii
 import hashlib
 import json
 import os
@@ -41,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 from pinster_images import keys, resource  # noqa: E402
 from pinster_images.kube import api_client  # noqa: E402
+from pinster_images.sniff import ImageLimits, sniff  # noqa: E402
 from pinster_images.storage import Area, StorageSettings, raw_key  # noqa: E402
 from tests.support.crd import install_crd  # noqa: E402
 from tests.support.images import noisy_jpeg  # noqa: E402
@@ -50,12 +58,25 @@ from tests.support.waiting import wait_for  # noqa: E402
 
 CLIENTS = 16
 SERVICE_URL, API_URL = "http://images.bench", "http://pinster-api.bench"
+FORMS = ("json", "raw")
+#: The issue's targets (docs/ingress.md "Benchmark").
+CPU_TARGET = 1.5  # service CPU per upload over the floor, every size and form
+P99_TARGET_MS = 100.0  # 200 KB JSON at 16 clients
+MEMORY_TARGET = {"json": 1.5, "raw": 1.2}  # memory per in-flight upload over image size
 
 
 def variant(base: bytes, index: int) -> bytes:
     """The same JPEG with a unique comment segment: distinct md5, same pixels."""
     comment = f"bench {index} {uuid.uuid4()}".encode()
     return base[:2] + b"\xff\xfe" + struct.pack(">H", len(comment) + 2) + comment + base[2:]
+
+
+def body(image: bytes, form: str) -> bytes:
+    """What a client sends: the image itself (raw) or the original data-URI JSON."""
+    if form == "raw":
+        return image
+    uri = "data:image/jpeg;base64," + base64.b64encode(image).decode()
+    return json.dumps({"data": {"image": uri}}).encode()
 
 
 @dataclass
@@ -77,10 +98,24 @@ class Result:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
+#: Indices of the uploads that warm up, one per client; the measured ones count from 0.
+WARM_UP = range(-CLIENTS, 0)
+#: What the warm-up uploads: small, so that the service keeps no image-sized buffer from it.
+WARM_UP_IMAGE = noisy_jpeg(2_000, seed=3)
+
+
+def upload_image(base: bytes, index: int) -> bytes:
+    """Upload ``index``'s image: the warm-up's small one, else a variant of ``base``."""
+    return variant(WARM_UP_IMAGE if index < 0 else base, index)
+
+
 def warm_up(work: Callable[[int], None]) -> None:
-    """Connections, imports and the API server's caches, outside the measurement."""
-    for index in range(1, 4):
-        work(-index)
+    """Connections, threads, imports and the API server's caches, outside the measurement:
+    one small upload per client at once. The service's idle RSS afterwards holds what
+    serving this concurrency costs whatever the image (threads, connections), so that
+    (peak - idle) is what the images in flight cost."""
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        list(pool.map(work, WARM_UP))
 
 
 def run_concurrently(count: int, work: Callable[[int], None]) -> Result:
@@ -124,7 +159,7 @@ def service(env: dict[str, str]) -> Iterator[tuple[str, int]]:
         process.wait(timeout=30)
 
 
-def bench_service(url: str, pid: int, base: bytes, count: int, raw: bool, private: bytes) -> Result:
+def bench_service(url: str, pid: int, base: bytes, count: int, form: str, private: bytes) -> Result:
     session = threading.local()
 
     # One token for the run: minting loads the RSA key (~35 ms of CPU, GIL held), which
@@ -139,17 +174,10 @@ def bench_service(url: str, pid: int, base: bytes, count: int, raw: bool, privat
 
     # Bodies are built before the clock starts: the clients' base64 and JSON encoding
     # would otherwise compete with the service for the same two cores.
-    def build(index: int) -> bytes:
-        data = variant(base, index)
-        if raw:
-            return data
-        uri = "data:image/jpeg;base64," + base64.b64encode(data).decode()
-        return json.dumps({"data": {"image": uri}}).encode()
-
-    payloads = {index: build(index) for index in (-1, -2, -3, *range(count))}
+    payloads = {index: body(upload_image(base, index), form) for index in (*WARM_UP, *range(count))}
     headers = {
         "Authorization": f"Bearer {token}",
-        "Content-Type": "image/jpeg" if raw else "application/json",
+        "Content-Type": "image/jpeg" if form == "raw" else "application/json",
     }
 
     def work(index: int) -> None:
@@ -171,20 +199,19 @@ def bench_service(url: str, pid: int, base: bytes, count: int, raw: bool, privat
     return result
 
 
-def bench_bare(
-    storage_env: dict[str, str], kubeconfig: str, namespace: str, base: bytes, count: int
-) -> Result:
-    storage = StorageSettings.from_env(storage_env).open()
-    from kubernetes import client
+class Backends:
+    """The object store and the API server as the reference and the floor call them."""
 
-    api = client.CustomObjectsApi(api_client(kubeconfig))
+    def __init__(self, storage_env: dict[str, str], kubeconfig: str, namespace: str) -> None:
+        from kubernetes import client
 
-    datas = {index: variant(base, index) for index in (-1, -2, -3, *range(count))}
+        self.storage = StorageSettings.from_env(storage_env).open()
+        self.api = client.CustomObjectsApi(api_client(kubeconfig))
+        self.namespace = namespace
 
-    def work(index: int) -> None:
-        data = datas[index]
-        md5 = hashlib.md5(data).hexdigest()
-        storage.put(
+    def store_and_create(self, data: bytes, md5: str, imageable_id: str) -> None:
+        """One storage put and one ImageUpload create, as the service makes them."""
+        self.storage.put(
             Area.UPLOAD,
             raw_key(md5),
             data,
@@ -192,31 +219,63 @@ def bench_bare(
             metadata={
                 "user_id": "b",
                 "imageable_type": "Pin",
-                "imageable_id": str(index),
+                "imageable_id": imageable_id,
                 "base_file_name": md5,
             },
         )
         spec = resource.ImageUploadSpec(
             md5=md5,
-            bucket=storage.bucket(Area.UPLOAD),
+            bucket=self.storage.bucket(Area.UPLOAD),
             key=raw_key(md5),
             content_type="image/jpeg",
             byte_size=len(data),
             width=1,
             height=1,
-            uploader=resource.Uploader("b", "Pin", str(index)),
+            uploader=resource.Uploader("b", "Pin", imageable_id),
         )
-        name = resource.upload_name(md5, "Pin", str(index))
-        api.create_namespaced_custom_object(
+        name = resource.upload_name(md5, "Pin", imageable_id)
+        self.api.create_namespaced_custom_object(
             resource.GROUP,
             resource.VERSION,
-            namespace,
+            self.namespace,
             resource.PLURAL,
-            resource.manifest(name, namespace, spec),
+            resource.manifest(name, self.namespace, spec),
         )
+
+
+def bench_bare(backends: Backends, base: bytes, count: int) -> Result:
+    datas = {index: upload_image(base, index) for index in (*WARM_UP, *range(count))}
+
+    def work(index: int) -> None:
+        data = datas[index]
+        backends.store_and_create(data, hashlib.md5(data).hexdigest(), str(index))
 
     warm_up(work)
     return run_concurrently(count, work)
+
+
+def unavoidable(backends: Backends, payload: bytes, form: str, imageable_id: str) -> None:
+    """What any upload service must do with a body: the image's bytes (base64 decoded in
+    C for JSON), their md5, the header sniff, one put and one create."""
+    if form == "raw":
+        image = payload
+    else:
+        start = payload.index(b";base64,") + len(b";base64,")
+        image = binascii.a2b_base64(memoryview(payload)[start : payload.index(b'"', start)])
+    md5 = hashlib.md5(image).hexdigest()
+    sniff(image, ImageLimits())
+    backends.store_and_create(image, md5, imageable_id)
+
+
+def floor_cpu_ms(backends: Backends, base: bytes, count: int, form: str) -> float:
+    """CPU of :func:`unavoidable` per upload, one thread, bodies built as the clients'
+    (distinct images of the same size, so every put and create is a new one)."""
+    payloads = [body(variant(base, index), form) for index in range(count + 1)]
+    unavoidable(backends, payloads[0], form, f"floor-{form}-warm")  # connections, caches
+    started = time.thread_time()
+    for index, payload in enumerate(payloads[1:]):
+        unavoidable(backends, payload, form, f"floor-{form}-{index}")
+    return (time.thread_time() - started) / count * 1000
 
 
 def main() -> int:
@@ -245,9 +304,9 @@ def main() -> int:
     os.environ.update(s3_credentials)  # boto3 in this process (the bare reference)
     sizes = {"200KB": noisy_jpeg(200_000, seed=1), "5MB": noisy_jpeg(5_000_000, seed=2)}
     counts = {"200KB": 64 if args.quick else 192, "5MB": 16 if args.quick else 48}
-    rows: list[tuple[str, str, str, Result]] = []
+    rows: list[tuple[str, str, Result]] = []  # (size, what, result)
+    floors: dict[tuple[str, str], float] = {}  # (size, form) -> floor CPU ms per upload
     try:
-        backend = "S3"  # the table keeps a storage column for other stores
         for size, base in sizes.items():
             namespace = f"bench-{uuid.uuid4().hex[:6]}"
             client.CoreV1Api(kube).create_namespace({"metadata": {"name": namespace}})
@@ -264,72 +323,108 @@ def main() -> int:
                 "PINSTER_API_URL": API_URL,
                 "PINSTER_API_PUBLIC_KEY_FILE": str(work / "keys" / keys.API_PUBLIC),
             }
+            backends = Backends(storage_env, kubeconfig, namespace)
             count = counts[size]
-            print(f"{backend} {size} x{count}: bare ...", flush=True)
-            rows.append(
-                (
-                    backend,
-                    size,
-                    "bare put+create",
-                    bench_bare(storage_env, kubeconfig, namespace, base, count),
-                )
-            )
-            for raw in (False, True):
-                form = "raw" if raw else "json"
-                print(f"{backend} {size} x{count}: service {form} ...", flush=True)
+            print(f"{size} x{count}: bare ...", flush=True)
+            rows.append((size, "bare put+create", bench_bare(backends, base, count)))
+            for form in FORMS:
+                print(f"{size} x{count}: floor {form}, service {form}, floor ...", flush=True)
+                # Measured just before and just after the service, so that the machine's
+                # drift (other tenants, frequency) weighs on both sides alike.
+                before = floor_cpu_ms(backends, base, count, form)
                 with service(env) as (url, pid):
-                    rows.append(
-                        (
-                            backend,
-                            size,
-                            f"service {form}",
-                            bench_service(url, pid, base, count, raw, private),
-                        )
-                    )
+                    result = bench_service(url, pid, base, count, form, private)
+                after = floor_cpu_ms(backends, base, count, form)
+                floors[(size, form)] = (before + after) / 2
+                rows.append((size, f"service {form}", result))
             client.CoreV1Api(kube).delete_namespace(namespace)
     finally:
         cluster.down()
         shutil.rmtree(work, ignore_errors=True)
+    report(rows, floors, {size: len(base) for size, base in sizes.items()})
+    return 0
 
-    print()
-    print(
-        f"{CLIENTS} concurrent clients; image sizes {[f'{len(b) / 1e6:.2f} MB' for b in sizes.values()]}"
-    )
+
+def memory_multiple(result: Result, image_bytes: int) -> float:
+    """Peak RSS growth per in-flight upload, in image sizes."""
+    assert result.peak_rss_mb is not None and result.idle_rss_mb is not None
+    return (result.peak_rss_mb - result.idle_rss_mb) / (image_bytes / 2**20 * CLIENTS)
+
+
+def report(
+    rows: list[tuple[str, str, Result]],
+    floors: dict[tuple[str, str], float],
+    image_bytes: dict[str, int],
+) -> None:
+    print(f"\n{CLIENTS} concurrent clients; images {image_bytes} bytes")
     header = (
-        f"{'storage':<7} {'size':<6} {'what':<16} {'n':>4} {'up/s':>7} {'p50 ms':>8} "
-        f"{'p99 ms':>8} {'x bare/s':>8} {'x p50':>6} {'RSS idle':>8} {'RSS peak':>8} {'CPU ms':>7}"
+        f"{'size':<6} {'what':<16} {'n':>4} {'up/s':>7} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'x bare/s':>8} {'RSS idle':>8} {'RSS peak':>8} {'mem/img':>7} "
+        f"{'CPU ms':>7} {'floor ms':>8} {'cpu/floor':>9}"
     )
     print(header)
     print("-" * len(header))
-    bare: dict[tuple[str, str], Result] = {}
-    for backend, size, what, result in rows:
+    bare: dict[str, Result] = {}
+    ratios: dict[tuple[str, str], float] = {}
+    for size, what, result in rows:
         if what.startswith("bare"):
-            bare[(backend, size)] = result
-        base_result = bare[(backend, size)]
-        rss = (
-            f"{result.idle_rss_mb:>7.0f}M {result.peak_rss_mb:>7.0f}M {result.cpu_ms or 0:>7.1f}"
-            if result.peak_rss_mb is not None
-            else f"{'-':>8} {'-':>8} {'-':>7}"
-        )
-        print(
-            f"{backend:<7} {size:<6} {what:<16} {result.count:>4} {result.rate:>7.1f} "
+            bare[size] = result
+        line = (
+            f"{size:<6} {what:<16} {result.count:>4} {result.rate:>7.1f} "
             f"{result.pct(0.5):>8.1f} {result.pct(0.99):>8.1f} "
-            f"{result.rate / base_result.rate:>8.2f} {result.pct(0.5) / base_result.pct(0.5):>6.2f} "
-            f"{rss}"
+            f"{result.rate / bare[size].rate:>8.2f}"
         )
-    print(
-        "\nx bare/s: service uploads/s divided by bare put+create/s (1.0 = no overhead);"
-        "\nx p50: service median latency over bare median. RSS of the service process"
-        " (VmRSS before the run, VmHWM after)."
-    )
-    print("\nmemory per in-flight upload, (peak - idle RSS) / (16 x image size):")
-    for backend, size, what, result in rows:
-        if result.peak_rss_mb is not None and result.idle_rss_mb is not None:
-            multiple = (result.peak_rss_mb - result.idle_rss_mb) / (
-                len(sizes[size]) / 2**20 * CLIENTS
+        if result.cpu_ms is not None and result.peak_rss_mb is not None:
+            form = what.removeprefix("service ")
+            floor = floors[(size, form)]
+            ratios[(size, form)] = result.cpu_ms / floor
+            line += (
+                f" {result.idle_rss_mb:>7.0f}M {result.peak_rss_mb:>7.0f}M "
+                f"{memory_multiple(result, image_bytes[size]):>6.2f}x "
+                f"{result.cpu_ms:>7.1f} {floor:>8.1f} {ratios[(size, form)]:>8.2f}x"
             )
-            print(f"  {backend:<5} {size:<5} {what:<14} {multiple:5.2f} x image size")
-    return 0
+        print(line)
+    print(
+        "\nx bare/s: service uploads/s over bare put+create/s at the same concurrency."
+        "\nRSS of the service process (VmRSS before the run, VmHWM after); mem/img: peak"
+        f" growth per in-flight upload, (peak - idle) / ({CLIENTS} x image size)."
+        "\nCPU ms: the service process's CPU per upload; floor ms: one thread of this process"
+        " doing only the unavoidable work (base64 decode for JSON, md5, header sniff, one"
+        " put to the same MinIO, one ImageUpload create) on bodies of the same size."
+    )
+    print_targets(rows, ratios, image_bytes)
+    print(
+        "ingress cpu/floor: "
+        + " ".join(f"{form}-{size} {ratio:.2f}x" for (size, form), ratio in ratios.items())
+    )
+
+
+def print_targets(
+    rows: list[tuple[str, str, Result]],
+    ratios: dict[tuple[str, str], float],
+    image_bytes: dict[str, int],
+) -> None:
+    print("\ntargets (issue 14):")
+    for (size, form), ratio in ratios.items():
+        verdict = "met" if ratio <= CPU_TARGET else "MISSED"
+        print(f"  cpu/floor {form}-{size}: {ratio:.2f}x (<= {CPU_TARGET}x) {verdict}")
+    for size, what, result in rows:
+        if what == "service json" and size == "200KB":
+            p99 = result.pct(0.99)
+            verdict = "met" if p99 < P99_TARGET_MS else "MISSED"
+            print(
+                f"  p99 json-200KB at {CLIENTS} clients: {p99:.0f} ms (< {P99_TARGET_MS:.0f}) {verdict}"
+            )
+    for size, what, result in rows:
+        if result.peak_rss_mb is None:
+            continue
+        form = what.removeprefix("service ")
+        multiple = memory_multiple(result, image_bytes[size])
+        verdict = "met" if multiple <= MEMORY_TARGET[form] else "MISSED"
+        print(
+            f"  memory per in-flight upload {form}-{size}: {multiple:.2f}x image "
+            f"(<= {MEMORY_TARGET[form]}x) {verdict}"
+        )
 
 
 if __name__ == "__main__":

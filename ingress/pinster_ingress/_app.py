@@ -115,7 +115,10 @@ class Service:
     async def upload(self, request: Request) -> Response:
         claims = await self.claims(request)
         received = await self.intake.read(request)
-        accepted = await self.intake.accept(claims, received)
+        try:
+            accepted = await self.intake.accept(claims, received)
+        finally:
+            received.image.close()
         request.scope.setdefault("state", {})["outcome"] = (
             "Accepted" if accepted.created else "AlreadyExists"
         )
@@ -246,3 +249,14 @@ def create_app(
     app.state.service = service
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
+
+
+def app_from_env() -> Starlette:
+    """The app as each server process builds it (``uvicorn --factory``): worker processes
+    start from nothing, so they read the settings and set up logging themselves."""
+    from pinster_images import logs
+    from pinster_images.config import environ
+
+    settings = IngressSettings.from_env(environ())
+    logs.setup(settings.log_level, settings.log_format)
+    return create_app(settings)

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import binascii
 import hashlib
-import io
+import mmap
 import re
 import secrets
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any, Literal, cast
 
 from pinster_images.sniff import ImageLimits, too_large
 from pinster_ingress._errors import error, missing_fields
@@ -28,6 +29,14 @@ from pinster_ingress._errors import error, missing_fields
 OUTLINE_LIMIT = 1 << 20
 #: A string longer than this that holds a data URI is streamed instead of buffered.
 STREAM_THRESHOLD = 1024
+#: Bytes an image map starts with when the request does not announce its length.
+INITIAL_CAPACITY = 1 << 20
+#: Idle image maps kept for reuse (resident memory held after a burst of uploads).
+IDLE_MAPS_BYTES = 32 << 20
+#: Most bytes one sized read of an image file returns. botocore reads a body in 1 MiB
+#: blocks (the payload hash, the checksum): a megabyte copied per read of every upload in
+#: flight, where 64 KiB blocks come and go from the allocator's reused memory.
+READ_SIZE = 64 << 10
 
 _B64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 # Like Node's Buffer.from(s, "base64"): skip what is not base64, accept URL-safe "-_",
@@ -40,21 +49,93 @@ _SIMPLE_ESCAPES = {ord("/"): b"/"}  # others (\n, \", ...) are not base64 and ar
 _CANONICAL_BASE64 = "(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{4}|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{2}==)"
 
 
-class ImageSink:
-    """Decoded image bytes, their md5, and the byte limit enforced while they grow."""
+class _IdleMaps:
+    """Image maps kept for the next uploads, at most ``limit`` bytes of them.
 
-    def __init__(self, limits: ImageLimits) -> None:
+    The first write to each 4 KiB page of a fresh map costs a page fault: about 0.55 ms
+    of CPU per MB on these machines, a seventh of the unavoidable work of a raw upload. A
+    reused map's pages are resident already. Under steady load uploads end and start at
+    the same pace, so a few idle maps serve them all.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._idle: list[mmap.mmap] = []
+        self._lock = threading.Lock()
+
+    def take(self, size: int) -> mmap.mmap:
+        """A map of at least ``size`` bytes: the smallest idle one that fits, else the
+        largest grown (its pages stay), else a new one."""
+        with self._lock:
+            fitting = [m for m in self._idle if len(m) >= size]
+            chosen = min(fitting, key=len) if fitting else max(self._idle, key=len, default=None)
+            if chosen is not None:
+                self._idle.remove(chosen)
+        if chosen is None:
+            # Private: a shared anonymous map is a fixed-size shmem object, and writing
+            # past its first size after a resize raises SIGBUS.
+            return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE)
+        if len(chosen) < size:
+            chosen.resize(size)
+        chosen.seek(0)
+        return chosen
+
+    def give(self, used: mmap.mmap) -> None:
+        with self._lock:
+            if sum(map(len, self._idle)) + len(used) <= self._limit:
+                self._idle.append(used)
+                return
+        used.close()
+
+
+_MAPS = _IdleMaps(IDLE_MAPS_BYTES)
+
+
+class _ImageFile:
+    """An image map read as a binary file (``read``, ``seek``, ``tell``, ``len``), in
+    blocks of at most :data:`READ_SIZE`: a short read is within a file's contract."""
+
+    def __init__(self, data: mmap.mmap) -> None:
+        self._map = data
+
+    def read(self, size: int = -1) -> bytes:
+        return self._map.read(None if size < 0 else min(size, READ_SIZE))
+
+    def seek(self, offset: int, whence: Literal[0, 1, 2] = 0) -> int:
+        self._map.seek(offset, whence)
+        return self._map.tell()
+
+    def tell(self) -> int:
+        return self._map.tell()
+
+    def __len__(self) -> int:
+        return len(self._map)
+
+
+class ImageSink:
+    """Decoded image bytes, their md5, and the byte limit enforced while they grow.
+
+    The bytes live in an anonymous memory map, not a BytesIO: a page is resident only once
+    written, so the map is reserved at the size the request announces and grows (mremap)
+    without a copy. Sixteen BytesIO growing side by side held 1.3-1.9x their bytes (the
+    allocator's fragments); the maps hold 1.0x. Closed, a map goes to :data:`_MAPS`.
+    Bytes past ``len(self)`` may be an earlier upload's: nothing reads them.
+    """
+
+    def __init__(self, limits: ImageLimits, expected: int = 0) -> None:
         self.limits = limits
-        # A BytesIO: storage reads it as a file, sniffing views it, neither copies it.
-        self._buffer = io.BytesIO()
+        self._map = _MAPS.take(min(max(expected, INITIAL_CAPACITY), limits.max_bytes + 1))
         self._size = 0
         self._md5 = hashlib.md5(usedforsecurity=False)  # a content address, not a MAC
 
     def write(self, chunk: bytes) -> None:
-        if self._size + len(chunk) > self.limits.max_bytes:
+        end = self._size + len(chunk)
+        if end > self.limits.max_bytes:
             raise too_large(None, self.limits)
-        self._buffer.write(chunk)
-        self._size += len(chunk)
+        if end > len(self._map):
+            self._map.resize(min(max(end, 2 * len(self._map)), self.limits.max_bytes))
+        self._map.write(chunk)
+        self._size = end
         self._md5.update(chunk)
 
     @property
@@ -62,12 +143,21 @@ class ImageSink:
         return self._md5.hexdigest()
 
     def view(self) -> memoryview:
-        """The bytes without a copy; release it before reading the file."""
-        return self._buffer.getbuffer()
+        """The bytes without a copy; release it before :meth:`file` or :meth:`close`."""
+        return memoryview(self._map)[: self._size]
 
-    def file(self) -> io.BytesIO:
-        self._buffer.seek(0)
-        return self._buffer
+    def file(self) -> IO[bytes]:
+        """The bytes as a file for storage to read (not empty: the empty image is refused)."""
+        if len(self._map) != self._size:
+            self._map.resize(self._size)  # so that len(), read() and seek end at the image
+        self._map.seek(0)
+        # What storage clients call of a file, without being an IO subclass.
+        return cast(IO[bytes], _ImageFile(self._map))
+
+    def close(self) -> None:
+        """Hand the map on now, not when the last reference goes (storage clients keep
+        some); every view must be released. A sink is not used after this."""
+        _MAPS.give(self._map)
 
     def __len__(self) -> int:
         return self._size
@@ -82,7 +172,7 @@ class Base64Decoder:
         self._done = False
 
     def feed(self, text: bytes) -> None:
-        if self._done:
+        if self._done or self._feed_plain(text):
             return
         cleaned = text.translate(_URLSAFE, _DELETE)
         pad = cleaned.find(b"=")
@@ -93,6 +183,23 @@ class Base64Decoder:
         if cut:
             self._write(binascii.a2b_base64(data[:cut]))
         self._carry = data[cut:]
+
+    def _feed_plain(self, text: bytes) -> bool:
+        """Decode text of the standard alphabet alone (what encoders send) without the
+        cleaning copy; False, having done nothing, for anything else."""
+        if b"=" in text or b"-" in text or b"_" in text:
+            return False
+        data = self._carry + text if self._carry else text
+        cut = len(data) - len(data) % 4
+        if data[cut:].translate(None, _B64):  # the carried tail must be clean too
+            return False
+        try:
+            decoded = binascii.a2b_base64(memoryview(data)[:cut], strict_mode=True)
+        except binascii.Error:  # a character outside the alphabet: the cleaning path
+            return False
+        self._write(decoded)
+        self._carry = data[cut:]
+        return True
 
     def close(self) -> None:
         if len(self._carry) >= 2:  # a single leftover character carries no whole byte
@@ -171,8 +278,9 @@ class ParsedJson:
 class JsonBodyScanner:
     _OUT, _STRING, _BLOB = range(3)
 
-    def __init__(self, limits: ImageLimits) -> None:
+    def __init__(self, limits: ImageLimits, expected_image: int = 0) -> None:
         self._limits = limits
+        self._expected_image = expected_image  # decoded bytes the body's length allows
         self._outline = bytearray()
         self._state = self._OUT
         self._string = bytearray()
@@ -203,7 +311,7 @@ class JsonBodyScanner:
             return
         if self._sink is not None:
             raise error(400, "TooManyImages", "a request carries one image, in data.image")
-        self._sink = ImageSink(self._limits)
+        self._sink = ImageSink(self._limits, self._expected_image)
         self._decoder = Base64Decoder(self._sink.write)
         self._blob = _JsonStringContent(self._decoder.feed)
         self._blob_type = (match.group(1), match.group(2))

@@ -84,13 +84,18 @@ def body_limit(limits: ImageLimits, raw: bool) -> int:
     return (limits.max_bytes + 2) // 3 * 4 + OUTLINE_LIMIT
 
 
+def _declared_length(request: Request) -> int | None:
+    value = request.headers.get("content-length", "")
+    return int(value) if value.isdigit() else None
+
+
 async def _chunks(request: Request, limit: int, metrics: Metrics) -> Any:
-    declared_length = request.headers.get("content-length", "")
-    if declared_length.isdigit() and int(declared_length) > limit:
+    declared = _declared_length(request)
+    if declared is not None and declared > limit:
         raise error(
             413,
             "ImageTooLarge",
-            f"request body of {declared_length} bytes exceeds the limit of {limit} bytes "
+            f"request body of {declared} bytes exceeds the limit of {limit} bytes "
             f"(PINSTER_MAX_BYTES, base64 counted as 4/3)",
         )
     seen = 0
@@ -108,7 +113,7 @@ async def _chunks(request: Request, limit: int, metrics: Metrics) -> Any:
 
 
 async def read_raw(request: Request, limits: ImageLimits, metrics: Metrics) -> Received:
-    sink = ImageSink(limits)
+    sink = ImageSink(limits, _declared_length(request) or 0)
     async for chunk in _chunks(request, body_limit(limits, raw=True), metrics):
         sink.write(chunk)
     if not len(sink):
@@ -125,7 +130,8 @@ async def read_raw(request: Request, limits: ImageLimits, metrics: Metrics) -> R
 
 
 async def read_json(request: Request, limits: ImageLimits, metrics: Metrics) -> Received:
-    scanner = JsonBodyScanner(limits)
+    # Base64 is 4 characters for 3 bytes: the image is at most 3/4 of the body.
+    scanner = JsonBodyScanner(limits, (_declared_length(request) or 0) * 3 // 4)
     async for chunk in _chunks(request, body_limit(limits, raw=False), metrics):
         scanner.feed(chunk)
     parsed = scanner.close()
@@ -166,10 +172,8 @@ def _sniff(received: Received, limits: ImageLimits) -> ImageInfo:
 
 
 def _store(storage: Storage, md5: str, received: Received, info: ImageInfo, claims: Claims) -> bool:
-    """Write raw/<md5> unless it is already there. True when written."""
-    key = raw_key(md5)
-    if storage.head(Area.UPLOAD, key) is not None:
-        return False
+    """Write raw/<md5> unless it is already there (then its first upload's metadata stays).
+    True when written."""
     metadata = {
         "user_id": claims.user_id,
         "imageable_type": claims.imageable_type,
@@ -177,14 +181,14 @@ def _store(storage: Storage, md5: str, received: Received, info: ImageInfo, clai
         **received.fields.metadata(),
         "base_file_name": md5,
     }
-    storage.put(
+    return storage.put(
         Area.UPLOAD,
-        key,
+        raw_key(md5),
         received.image.file(),
         content_type=info.content_type,
         metadata=metadata,
+        if_absent=True,
     )
-    return True
 
 
 class Intake:
@@ -207,13 +211,17 @@ class Intake:
         return await read_json(request, limits, self.metrics)
 
     async def accept(self, claims: Claims, received: Received) -> Accepted:
-        limits = self.settings.limits
+        # One worker thread for the sniff (a long GIF's frames take a while), the storage
+        # write and the create (blocking clients): each hop costs the loop a wake-up.
+        return await run_in_threadpool(self._accept, claims, received)
+
+    def _accept(self, claims: Claims, received: Received) -> Accepted:
         md5 = received.image.md5
-        info = await run_in_threadpool(_sniff, received, limits)
+        info = _sniff(received, self.settings.limits)
         name = resource.upload_name(md5, claims.imageable_type, claims.imageable_id)
         namespace = self.settings.namespace
         logger = logs.for_upload(log, namespace, name)
-        written = await run_in_threadpool(self.storage_write, md5, received, info, claims)
+        written = _store(self.storage, md5, received, info, claims)
         spec = resource.ImageUploadSpec(
             md5=md5,
             bucket=self.storage.bucket(Area.UPLOAD),
@@ -230,7 +238,7 @@ class Intake:
         )
         manifest = resource.manifest(name, namespace, spec, {resource.LABEL_COMPONENT: "upload"})
         try:
-            _, created = await _kube.create(self.uploads, manifest)
+            _, created = self.uploads.create(manifest)
         except Exception:
             # raw/<md5> stays: content-addressed, the retry reuses it (docs/ingress.md).
             logger.warning(
@@ -251,6 +259,3 @@ class Intake:
             },
         )
         return Accepted(name=name, namespace=namespace, md5=md5, created=created)
-
-    def storage_write(self, md5: str, received: Received, info: ImageInfo, claims: Claims) -> bool:
-        return _store(self.storage, md5, received, info, claims)

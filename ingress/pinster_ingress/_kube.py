@@ -117,9 +117,5 @@ class KubeImageUploads:
             raise _translate(exc, "API server") from exc
 
 
-async def create(uploads: ImageUploads, manifest: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-    return await run_in_threadpool(uploads.create, manifest)
-
-
 async def get(uploads: ImageUploads, namespace: str, name: str) -> dict[str, Any] | None:
     return await run_in_threadpool(uploads.get, namespace, name)

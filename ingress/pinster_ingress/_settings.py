@@ -67,6 +67,11 @@ class IngressSettings:
     namespace: str
     host: str = "0.0.0.0"  # noqa: S104 - a Pod listens on all its interfaces
     port: int = 8080
+    #: Server processes (uvicorn workers), each with its own event loop; one per core.
+    workers: int = 1
+    #: Seconds an idle client connection is kept: above the 60 s idle timeout of common
+    #: load balancers, so that the server never closes a connection the balancer reuses.
+    keep_alive: int = 65
     kube_timeout: float = 10.0
     retry_after: int = 5
     log_level: str = "INFO"
@@ -92,6 +97,8 @@ class IngressSettings:
             namespace=default_namespace(env),
             host=env_str(env, "PINSTER_INGRESS_HOST", "0.0.0.0"),  # noqa: S104
             port=env_int(env, "PINSTER_INGRESS_PORT", 8080, minimum=0),
+            workers=env_int(env, "PINSTER_INGRESS_WORKERS", 1, minimum=1),
+            keep_alive=env_int(env, "PINSTER_INGRESS_KEEP_ALIVE", 65, minimum=1),
             kube_timeout=env_float(env, "PINSTER_KUBE_TIMEOUT", 10.0, minimum=0.1),
             retry_after=env_int(env, "PINSTER_RETRY_AFTER", 5, minimum=1),
             log_level=env_str(env, "PINSTER_LOG_LEVEL", "INFO"),

@@ -21,6 +21,11 @@ PREFIX = "PINSTER_"
 
 Environ = Mapping[str, str]
 
+#: Connections an S3 or Kubernetes client keeps: as many as the threads that may call it
+#: at once (Starlette's thread pool, anyio's default of 40), so none is opened and
+#: thrown away per call ("Connection pool is full"). Idle ones cost nothing until used.
+CONNECTION_POOL = 40
+
 
 class Secret:
     """A string that never prints: ``repr`` and ``str`` hide it; ``.reveal()`` gives it."""

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from kubernetes import client, config
 
+from pinster_images.config import CONNECTION_POOL
+
 SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 
 
@@ -22,4 +24,6 @@ def api_client(kubeconfig: str | None = None) -> client.ApiClient:
     else:
         configuration = client.Configuration()
         config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    # The default is 5 per core: fewer than the threads that call it on a small node.
+    configuration.connection_pool_maxsize = CONNECTION_POOL
     return client.ApiClient(configuration)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any
 
-from pinster_images.config import Environ, env_choice, env_optional, env_str
+from pinster_images.config import CONNECTION_POOL, Environ, env_choice, env_optional, env_str
 from pinster_images.errors import ConfigError, NotFoundError, TemporaryError
 
 CACHE_CONTROL = "max-age=86400"
@@ -78,8 +78,10 @@ class Storage(ABC):
         content_type: str,
         cache_control: str | None = CACHE_CONTROL,
         metadata: dict[str, str] | None = None,
-    ) -> None:
-        """Write atomically: readers never see a half-written object."""
+        if_absent: bool = False,
+    ) -> bool:
+        """Write atomically: readers never see a half-written object. With ``if_absent``
+        an existing object is kept as it is. True when written."""
 
     @abstractmethod
     def delete(self, area: Area, key: str) -> None:
@@ -125,7 +127,11 @@ class S3Storage(Storage):
             "s3",
             endpoint_url=endpoint_url,
             region_name=region,
-            config=Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5),
+            config=Config(
+                retries={"mode": "standard", "max_attempts": 3},
+                connect_timeout=5,
+                max_pool_connections=CONNECTION_POOL,
+            ),
         )
         if public_url is None:
             if endpoint_url:
@@ -142,7 +148,7 @@ class S3Storage(Storage):
         from botocore.exceptions import BotoCoreError, ClientError
 
         if isinstance(exc, ClientError):
-            code = str(exc.response.get("Error", {}).get("Code", ""))
+            code = S3Storage._error_code(exc)
             status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
             if code in ("404", "NoSuchKey", "NotFound"):
                 return NotFoundError(f"{what} does not exist")
@@ -196,14 +202,32 @@ class S3Storage(Storage):
         content_type: str,
         cache_control: str | None = CACHE_CONTROL,
         metadata: dict[str, str] | None = None,
-    ) -> None:
+        if_absent: bool = False,
+    ) -> bool:
         extra: dict[str, Any] = {"ContentType": content_type, "Metadata": metadata or {}}
         if cache_control is not None:
             extra["CacheControl"] = cache_control
+        if if_absent:
+            # S3's conditional write (AWS since 2024, MinIO, Ceph RGW): one request where
+            # HEAD then PUT took two, and no race between two writers of the same key.
+            extra["IfNoneMatch"] = "*"
         try:
             self._client.put_object(Bucket=self._buckets[area], Key=key, Body=body, **extra)
         except Exception as exc:
+            # 412: the key exists. (A 409 ConditionalRequestConflict, another conditional
+            # write of it under way, is translated as any refusal: the caller retries.)
+            if if_absent and self._error_code(exc) == "PreconditionFailed":
+                return False
             raise self._translate(exc, f"s3://{self._buckets[area]}/{key}") from exc
+        return True
+
+    @staticmethod
+    def _error_code(exc: Exception) -> str:
+        from botocore.exceptions import ClientError
+
+        if isinstance(exc, ClientError):
+            return str(exc.response.get("Error", {}).get("Code", ""))
+        return ""
 
     def delete(self, area: Area, key: str) -> None:
         try:
@@ -242,7 +266,7 @@ class S3Storage(Storage):
                 # A listing, not HEAD: its error answers carry S3's error code.
                 self._client.list_objects_v2(Bucket=bucket, MaxKeys=1)
             except ClientError as exc:
-                code = str(exc.response.get("Error", {}).get("Code", ""))
+                code = self._error_code(exc)
                 if code in self._BAD_CREDENTIALS:
                     raise ConfigError(
                         f"S3 refused the credentials for bucket {bucket!r} ({code}): check "

@@ -109,13 +109,17 @@ class DirectoryStorage(Storage):
         content_type: str,
         cache_control: str | None = CACHE_CONTROL,
         metadata: dict[str, str] | None = None,
-    ) -> None:
+        if_absent: bool = False,
+    ) -> bool:
+        if if_absent and self._path(area, key).exists():
+            return False
         meta: dict[str, Any] = {"content_type": content_type, "metadata": metadata or {}}
         if cache_control is not None:
             meta["cache_control"] = cache_control
         # Metadata first: an object is only visible once its data file exists.
         self._atomic_write(self._meta_path(area, key), json.dumps(meta).encode())
         self._atomic_write(self._path(area, key), body)
+        return True
 
     def delete(self, area: Area, key: str) -> None:
         for path in (self._path(area, key), self._meta_path(area, key)):

@@ -10,7 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pinster_ingress import HttpError
-from pinster_ingress._body import STREAM_THRESHOLD, Base64Decoder, ImageSink, JsonBodyScanner
+from pinster_ingress._body import (
+    INITIAL_CAPACITY,
+    READ_SIZE,
+    STREAM_THRESHOLD,
+    Base64Decoder,
+    ImageSink,
+    JsonBodyScanner,
+)
 
 from pinster_images.sniff import ImageLimits, ImageRejected
 from tests.support import images
@@ -109,3 +116,55 @@ def test_fields_beyond_the_outline_limit_are_413() -> None:
         for _ in range(40):
             scanner.feed(b'{"x": "' + b"y" * 50_000 + b'", ')
     assert caught.value.status == 413
+
+
+@pytest.mark.parametrize("expected", [0, 10, len(IMAGE), 10 * len(IMAGE)])
+def test_a_sink_holds_exactly_its_image_whatever_length_was_announced(expected: int) -> None:
+    # A reused map still holds the earlier upload's bytes past the new image's end.
+    earlier = ImageSink(LIMITS, 20 * len(IMAGE))
+    earlier.write(b"\xaa" * 20 * len(IMAGE))
+    earlier.close()
+    sink = ImageSink(LIMITS, expected)
+    for start in range(0, len(IMAGE), 999):
+        sink.write(IMAGE[start : start + 999])
+    with sink.view() as view:
+        assert bytes(view) == IMAGE
+    stored = sink.file()
+    assert stored.read() == IMAGE and stored.read() == b""
+    assert stored.seek(0, 2) == len(IMAGE) == len(stored)  # type: ignore[arg-type]
+    assert (len(sink), sink.md5) == (len(IMAGE), hashlib.md5(IMAGE).hexdigest())
+    sink.close()
+
+
+def test_a_sink_grows_past_its_first_size() -> None:
+    # A body without Content-Length: the map starts at INITIAL_CAPACITY and grows.
+    big = bytes(range(256)) * ((3 * INITIAL_CAPACITY) // 256 + 1)
+    sink = ImageSink(ImageLimits(max_bytes=len(big)))
+    for start in range(0, len(big), 65536):
+        sink.write(big[start : start + 65536])
+    stored = sink.file()
+    blocks = list(iter(lambda: stored.read(1 << 20), b""))  # as botocore reads a body
+    assert b"".join(blocks) == big and max(map(len, blocks)) == READ_SIZE
+    sink.close()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    data=st.binary(max_size=2000),
+    cuts=st.lists(st.integers(min_value=0, max_value=2800), max_size=12),
+    line_breaks=st.booleans(),
+)
+def test_base64_in_any_chunks_decodes_to_the_bytes(
+    data: bytes, cuts: list[int], line_breaks: bool
+) -> None:
+    # Chunks of the plain alphabet take the fast path, the others (line breaks, padding)
+    # the cleaning one; what is carried between chunks must survive every switch.
+    text = base64.encodebytes(data) if line_breaks else base64.b64encode(data)
+    decoded: list[bytes] = []
+    decoder = Base64Decoder(decoded.append)
+    previous = 0
+    for cut in [*sorted(set(cuts)), len(text)]:
+        decoder.feed(text[previous:cut])
+        previous = max(previous, cut)
+    decoder.close()
+    assert b"".join(decoded) == data

@@ -13,7 +13,7 @@ from pinster_images.errors import ConfigError
 from pinster_images.resource import DEFAULT_THUMBNAIL_SIZES
 from pinster_images.sniff import ImageLimits
 from tests.support import ingress as si
-from tests.support.storage import STORAGE_ENV
+from tests.support.storage import STORAGE_ENV, directory_storage_for_settings
 
 PAIR = si.key_pair()
 
@@ -35,6 +35,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert settings.limits == ImageLimits()
     assert settings.thumbnail_sizes == DEFAULT_THUMBNAIL_SIZES
     assert (settings.namespace, settings.port, settings.retry_after) == ("images", 8080, 5)
+    assert (settings.workers, settings.keep_alive) == (1, 65)
     assert (settings.storage.upload_bucket, settings.storage.public_bucket) == ("uploads", "public")
     assert settings.storage.endpoint_url is None  # AWS's
 
@@ -54,6 +55,8 @@ def test_every_variable(tmp_path: Path) -> None:
         PINSTER_NAMESPACE="ns",
         PINSTER_INGRESS_HOST="127.0.0.1",
         PINSTER_INGRESS_PORT="9000",
+        PINSTER_INGRESS_WORKERS="2",
+        PINSTER_INGRESS_KEEP_ALIVE="120",
         PINSTER_KUBE_TIMEOUT="2.5",
         PINSTER_RETRY_AFTER="30",
         PINSTER_JWT_LEEWAY="0",
@@ -71,6 +74,7 @@ def test_every_variable(tmp_path: Path) -> None:
         2.5,
         30,
     )
+    assert (settings.workers, settings.keep_alive) == (2, 120)
     assert settings.log_format == "text"
 
 
@@ -84,6 +88,9 @@ def test_every_variable(tmp_path: Path) -> None:
         ({"PINSTER_THUMBNAIL_SIZES": "big"}, "PINSTER_THUMBNAIL_SIZES"),
         ({"PINSTER_MAX_BYTES": "-1"}, "PINSTER_MAX_BYTES"),
         ({"PINSTER_INGRESS_PORT": "http"}, "PINSTER_INGRESS_PORT"),
+        ({"PINSTER_INGRESS_WORKERS": "0"}, "PINSTER_INGRESS_WORKERS"),
+        ({"PINSTER_INGRESS_WORKERS": "two"}, "PINSTER_INGRESS_WORKERS"),
+        ({"PINSTER_INGRESS_KEEP_ALIVE": "0"}, "PINSTER_INGRESS_KEEP_ALIVE"),
         ({"PINSTER_LOG_FORMAT": "xml"}, "PINSTER_LOG_FORMAT"),
         ({"PINSTER_S3_UPLOAD_BUCKET": ""}, "PINSTER_S3_UPLOAD_BUCKET"),
         ({"PINSTER_S3_PUBLIC_BUCKET": ""}, "PINSTER_S3_PUBLIC_BUCKET"),
@@ -109,3 +116,40 @@ def test_namespace_from_the_service_account_file(tmp_path: Path) -> None:
     assert default_namespace({}, sa) == "pinster-system"
     assert default_namespace({"PINSTER_NAMESPACE": "x"}, sa) == "x"
     assert default_namespace({}, tmp_path / "missing") == "default"
+
+
+def test_the_cli_serves_with_the_c_parser_and_loop_and_the_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uvicorn
+    from pinster_ingress import cli
+
+    directory_storage_for_settings(monkeypatch, tmp_path)
+    monkeypatch.setattr("pinster_images.logs.setup", lambda *args: None)  # pytest's logging stays
+    env = _env(tmp_path, PINSTER_INGRESS_WORKERS="3", PINSTER_INGRESS_KEEP_ALIVE="90")
+    monkeypatch.setattr("pinster_ingress.cli.environ", lambda: env)
+    served: dict[str, object] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: served.update(options, app=app))
+    assert cli.main(["--port", "9001"]) == 0
+    assert served["app"] == "pinster_ingress._app:app_from_env" and served["factory"] is True
+    assert (served["http"], served["loop"]) == ("httptools", "uvloop")
+    assert (served["workers"], served["timeout_keep_alive"], served["port"]) == (3, 90, 9001)
+
+
+def test_each_worker_builds_its_app_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pinster_ingress._app import app_from_env
+
+    directory_storage_for_settings(monkeypatch, tmp_path)
+    monkeypatch.setattr("pinster_images.logs.setup", lambda *args: None)  # pytest's logging stays
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: c, cluster: {server: 'http://127.0.0.1:1'}}]\n"
+        "contexts: [{name: c, context: {cluster: c, user: u}}]\nusers: [{name: u, user: {}}]\n"
+    )
+    env = _env(tmp_path, KUBECONFIG=str(kubeconfig), PINSTER_NAMESPACE="ns")
+    monkeypatch.setattr("pinster_images.config.environ", lambda: env)
+    app = app_from_env()
+    assert app.state.service.settings.namespace == "ns"

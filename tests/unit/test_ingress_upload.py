@@ -375,7 +375,7 @@ def test_storage_down_is_a_503(h: Harness, tmp_path: Path) -> None:
     def broken(*args: Any, **kwargs: Any) -> None:
         raise TemporaryError("S3 unreachable", reason="StorageUnavailable")
 
-    h.storage.head = broken  # type: ignore[method-assign]
+    h.storage.put = broken  # type: ignore[method-assign]
     response = h.post(body())
     assert response.status_code == 503
     assert response.json()["reason"] == "StorageUnavailable"
