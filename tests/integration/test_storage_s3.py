@@ -99,3 +99,26 @@ def _open(env: dict[str, str]) -> Storage:
         region=settings.region,
         client=client,
     )
+
+
+def test_a_conditional_put_keeps_what_is_there(s3_env: dict[str, str]) -> None:
+    """``if_absent`` (If-None-Match: *, what the upload service stores raw bytes with):
+    the first write wins, a second one changes nothing and says so."""
+    storage = StorageSettings.from_env(s3_env).open()
+    first = storage.put(
+        Area.UPLOAD, "raw/same", b"first", content_type="image/png", metadata={"n": "1"},
+        if_absent=True,
+    )  # fmt: skip
+    second = storage.put(
+        Area.UPLOAD, "raw/same", b"second", content_type="image/jpeg", metadata={"n": "2"},
+        if_absent=True,
+    )  # fmt: skip
+    assert (first, second) == (True, False)
+    kept = storage.get(Area.UPLOAD, "raw/same")
+    assert (kept.data, kept.info.content_type, kept.info.metadata) == (
+        b"first",
+        "image/png",
+        {"n": "1"},
+    )
+    assert storage.put(Area.UPLOAD, "raw/same", b"third", content_type="image/png") is True
+    assert storage.get(Area.UPLOAD, "raw/same").data == b"third"  # unconditional: replaced
