@@ -220,17 +220,19 @@ class Controller:
         """The upload is gone: drop what is kept for it. From any thread."""
         self._bodies.pop(key, None)
         self._written.pop(key, None)
-        self.queue.threadsafe(self.queue.cancel, key)
-        self.queue.threadsafe(self._unindex, key)
+        self.queue.threadsafe(self._forget_on_loop, key)
         self.metrics.observe(key, None)
 
-    def _unindex(self, key: Key) -> None:
+    def _forget_on_loop(self, key: Key) -> None:
+        """What the event loop owns: the key's timer and its place in the md5 index."""
+        self.queue.cancel(key)
         md5 = self._md5_of.pop(key, None)
-        keys = self._uploads_by_md5.get(md5 or "")
-        if keys is not None:
-            keys.discard(key)
-            if not keys:
-                del self._uploads_by_md5[md5 or ""]
+        if md5 is None:
+            return
+        keys = self._uploads_by_md5[md5]
+        keys.discard(key)
+        if not keys:
+            del self._uploads_by_md5[md5]
 
     async def _sweeper(self) -> None:
         while True:

@@ -93,23 +93,15 @@ class JsonCalls:
     def _request(
         self, method: str, path: str, body: dict[str, Any] | None = None, *, answer: bool = True
     ) -> Any:
-        response = self.send(method, path, body)
+        response = self._send(method, path, body)
         if not answer:
             _discard(response)
             return None
         return _json(response)
 
-    def send(
-        self,
-        method: str,
-        path: str,
-        body: dict[str, Any] | None = None,
-        *,
-        timeout: tuple[float, float] | None = None,
-    ) -> Any:
-        """urllib3's response, unread: the caller reads it to its end (or streams it).
-        ``timeout``: (connect, read) seconds. Raises ``ApiException`` for answers other
-        than 2xx."""
+    def _send(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """urllib3's response, unread: the caller reads it to its end. Raises
+        ``ApiException`` for answers other than 2xx."""
         headers = {
             "Accept": "application/json",
             "Content-Type": "application/json",
@@ -127,7 +119,6 @@ class JsonCalls:
                 headers=headers,
                 body=body,
                 _preload_content=False,
-                _request_timeout=timeout,
             )
         try:
             response = pool.urlopen(
@@ -136,11 +127,6 @@ class JsonCalls:
                 body=None if body is None else orjson.dumps(body),
                 headers=headers,
                 preload_content=False,
-                timeout=(
-                    urllib3.Timeout(connect=timeout[0], read=timeout[1])
-                    if timeout
-                    else urllib3.Timeout.DEFAULT_TIMEOUT
-                ),
             )
         except urllib3.exceptions.SSLError as exc:
             raise ApiException(status=0, reason=f"{type(exc).__name__}\n{exc}") from exc

@@ -79,7 +79,7 @@ def main(argv: list[str]) -> int:
         # line (FallbackToLogsOnError) and the Event are what `kubectl describe` shows.
         reason = _reason(exc)
         logging.getLogger("pinster_operator").error("operator stopped: %s", reason)
-        _report_on_own_pod(settings, Kube(api, settings.namespaces), reason)
+        _report_on_own_pod(settings, controller.kube, reason)
         return 1
     return 0
 

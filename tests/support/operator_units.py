@@ -1,16 +1,20 @@
-"""Builders for the operator's unit tests: settings from env, facts, stage results."""
+"""Builders for the operator's unit tests: settings from env, facts, stage results, and
+:class:`FakeKube`, the calls the controller makes over dicts."""
 
 from __future__ import annotations
 
+import copy
+import itertools
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
 from pinster_operator import Facts, OperatorSettings
 
 from pinster_images import keys
-from pinster_images.resource import ImageUploadSpec, Stage, Uploader
+from pinster_images.resource import ImageUploadSpec, Stage, Uploader, manifest
 from pinster_images.results import StageResult
 from tests.support.storage import STORAGE_ENV
 
@@ -115,3 +119,103 @@ def result(
         data=data,
         **kw,
     )
+
+
+NS = "ns"
+
+
+class FakeKube:
+    """The calls Controller makes, over dicts, with optimistic concurrency on status."""
+
+    def __init__(self) -> None:
+        self.uploads: dict[str, dict[str, Any]] = {}
+        self.jobs: dict[str, dict[str, Any]] = {}
+        self.events: list[tuple[str, str, str, str]] = []
+        self.versions = itertools.count(1)
+        self.conflict_next_write = False
+        self.gets = 0
+        self.writes: dict[str, int] = {}
+
+    def add_upload(self, name: str, md5: str) -> None:
+        spec = ImageUploadSpec(
+            md5=md5,
+            bucket="b",
+            key=f"raw/{md5}",
+            content_type="image/jpeg",
+            byte_size=3,
+            width=1,
+            height=1,
+            uploader=Uploader("u", "Pin", name),
+        )
+        obj = manifest(name, NS, spec)
+        obj["metadata"].update(
+            uid=f"uid-{name}", generation=1, resourceVersion=str(next(self.versions))
+        )
+        self.uploads[name] = obj
+
+    def get_upload(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.gets += 1
+        obj = self.uploads.get(name)
+        return copy.deepcopy(obj) if obj else None
+
+    def replace_status(self, obj: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+        current = self.uploads[obj["metadata"]["name"]]
+        if (
+            self.conflict_next_write
+            or obj["metadata"]["resourceVersion"] != current["metadata"]["resourceVersion"]
+        ):
+            self.conflict_next_write = False
+            current["metadata"]["resourceVersion"] = str(next(self.versions))
+            raise ApiException(status=409, reason="Conflict")
+        current["status"] = copy.deepcopy(status)
+        current["metadata"]["resourceVersion"] = str(next(self.versions))
+        name = obj["metadata"]["name"]
+        self.writes[name] = self.writes.get(name, 0) + 1
+        return copy.deepcopy(current)
+
+    def remove_annotation(self, namespace: str, name: str, key: str) -> None:
+        self.uploads[name]["metadata"].get("annotations", {}).pop(key, None)
+        self.uploads[name]["metadata"]["resourceVersion"] = str(next(self.versions))
+
+    def delete_upload(self, namespace: str, name: str) -> None:
+        self.uploads.pop(name, None)
+
+    def uploads_with_md5(self, md5: str) -> list[dict[str, Any]]:
+        return [u for u in self.uploads.values() if u["spec"]["md5"] == md5]
+
+    def list_jobs(self, namespace: str, stage: Stage) -> list[dict[str, Any]]:
+        return [
+            j
+            for j in self.jobs.values()
+            if j["metadata"]["labels"]["images.pinster.io/stage"] == stage
+        ]
+
+    def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.jobs.get(name)
+
+    def create_job(self, job: dict[str, Any]) -> bool:
+        if job["metadata"]["name"] in self.jobs:
+            return False
+        self.jobs[job["metadata"]["name"]] = copy.deepcopy(job)
+        return True
+
+    def job_pods(self, namespace: str, job: str) -> list[dict[str, Any]]:
+        term = {"message": "rekognition: ThrottlingException", "finishedAt": "2026-01-01T00:00:00Z"}
+        return [{"status": {"containerStatuses": [{"state": {"terminated": term}}]}}]
+
+    def event(self, obj: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        self.events.append((obj["metadata"]["name"], type_, reason, message))
+
+    # the "Job controller" of the test
+    def finish(self, name: str, *, failed: bool = False) -> None:
+        condition = (
+            {
+                "type": "Failed",
+                "status": "True",
+                "reason": "BackoffLimitExceeded",
+                "message": "Job has reached the specified backoff limit",
+            }
+            if failed
+            else {"type": "Complete", "status": "True"}
+        )
+        self.jobs[name]["status"] = {"conditions": [condition], "failed": 1 if failed else 0}

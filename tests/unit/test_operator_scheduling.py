@@ -14,9 +14,8 @@ from typing import Any
 import pytest
 from pinster_operator import Controller
 
-from tests.support.operator_units import settings
+from tests.support.operator_units import FakeKube, settings
 from tests.support.storage import DirectoryStorage
-from tests.unit.test_operator_controller import FakeKube
 
 
 @pytest.fixture
