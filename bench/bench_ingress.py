@@ -12,7 +12,12 @@ each, in the same run:
   can skip, on bodies built as the clients' are: the base64 decode (JSON), md5, the
   header sniff, one ``storage.put`` to the same MinIO and one ImageUpload create on the
   same API server. The service's CPU per upload is printed as a ratio to it; the last
-  line is ``ingress cpu/floor: json-200KB 1.23x raw-200KB ...``.
+  line is ``ingress cpu/floor: json-200KB 1.23x raw-200KB ...``;
+* direct (5 MB): the same clients upload straight to MinIO with a presigned POST from
+  ``POST /v1/uploads``; MinIO's event reaches the service, which checks the stored object
+  (a streaming read, md5, sniff) and creates the ImageUpload. Uploads/s counts until every
+  ImageUpload exists; CPU is the service's for the permits and the events, beside the
+  through-the-service rows (``direct/service`` line).
 
 Kubernetes is the devcluster's real API server (started here with its own state
 directory, stopped at the end; it holds this machine's node, so no other devcluster may
@@ -59,6 +64,11 @@ from tests.support.waiting import wait_for  # noqa: E402
 CLIENTS = 16
 SERVICE_URL, API_URL = "http://images.bench", "http://pinster-api.bench"
 FORMS = ("json", "raw")
+#: Sizes also uploaded directly to the object store (issue 15's comparison).
+DIRECT_SIZES = ("5MB",)
+EVENTS_TOKEN = "bench-storage-events-token"
+#: The uploads the object store's events made (the other rows' share the namespace).
+DIRECT_LABEL = f"{resource.LABEL_COMPONENT}=direct"
 #: The issue's targets (docs/ingress.md "Benchmark").
 CPU_TARGET = 1.5  # service CPU per upload over the floor, every size and form
 P99_TARGET_MS = 100.0  # 200 KB JSON at 16 clients
@@ -199,6 +209,64 @@ def bench_service(url: str, pid: int, base: bytes, count: int, form: str, privat
     return result
 
 
+def bench_direct(
+    url: str, pid: int, base: bytes, count: int, private: bytes, backends: Backends
+) -> Result:
+    """Permit, then a presigned POST to MinIO, per upload; done when every ImageUpload
+    exists (the object store's event made it)."""
+    session = threading.local()
+    token = keys.mint(
+        private,
+        issuer=API_URL,
+        audience=SERVICE_URL,
+        ttl=600,
+        claims={"user_id": "b", "imageable_type": "Pin", "imageable_id": "1"},
+    )
+    datas = {index: upload_image(base, index) for index in (*WARM_UP, *range(count))}
+    described = {
+        index: {
+            "md5": hashlib.md5(data).hexdigest(),
+            "content_type": "image/jpeg",
+            "size": len(data),
+        }
+        for index, data in datas.items()
+    }
+
+    def work(index: int) -> None:
+        if not hasattr(session, "s"):
+            session.s = requests.Session()
+        response = session.s.post(
+            f"{url}/v1/uploads",
+            json={"data": described[index]},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=60,
+        )
+        if response.status_code != 201:
+            raise RuntimeError(f"permit {index}: {response.status_code} {response.text[:300]}")
+        permit = response.json()["data"]
+        stored = session.s.post(
+            permit["url"],
+            data=permit["fields"],
+            files={"file": ("image.jpg", datas[index], "image/jpeg")},
+            timeout=300,
+        )
+        if stored.status_code != 204:
+            raise RuntimeError(f"store {index}: {stored.status_code} {stored.text[:300]}")
+
+    warm_up(work)
+    backends.wait_uploads(CLIENTS, DIRECT_LABEL)
+    idle = memory_mib(pid, "VmRSS")
+    cpu = cpu_seconds(pid)
+    started = time.perf_counter()
+    result = run_concurrently(count, work)
+    backends.wait_uploads(CLIENTS + count, DIRECT_LABEL)
+    result.seconds = time.perf_counter() - started
+    result.cpu_ms = (cpu_seconds(pid) - cpu) / count * 1000
+    result.peak_rss_mb = memory_mib(pid, "VmHWM")
+    result.idle_rss_mb = idle
+    return result
+
+
 class Backends:
     """The object store and the API server as the reference and the floor call them."""
 
@@ -241,6 +309,19 @@ class Backends:
             resource.PLURAL,
             resource.manifest(name, self.namespace, spec),
         )
+
+    def wait_uploads(self, count: int, label_selector: str) -> None:
+        def listed() -> bool:
+            found = self.api.list_namespaced_custom_object(
+                resource.GROUP,
+                resource.VERSION,
+                self.namespace,
+                resource.PLURAL,
+                label_selector=label_selector,
+            )
+            return len(found["items"]) >= count
+
+        wait_for(listed, timeout=600, interval=0.1, what=f"{count} ImageUploads")
 
 
 def bench_bare(backends: Backends, base: bytes, count: int) -> Result:
@@ -337,6 +418,21 @@ def main() -> int:
                 after = floor_cpu_ms(backends, base, count, form)
                 floors[(size, form)] = (before + after) / 2
                 rows.append((size, f"service {form}", result))
+            if size in DIRECT_SIZES:
+                print(f"{size} x{count}: direct to the object store ...", flush=True)
+                direct_env = {
+                    **env,
+                    "PINSTER_DIRECT_UPLOADS": "true",
+                    "PINSTER_STORAGE_EVENTS_TOKEN": EVENTS_TOKEN,
+                }
+                with service(direct_env) as (url, pid):
+                    bucket = storage_env["PINSTER_S3_UPLOAD_BUCKET"]
+                    cluster.set_storage_events(bucket, f"{url}/v1/storage-events", EVENTS_TOKEN)
+                    try:
+                        direct = bench_direct(url, pid, base, count, private, backends)
+                    finally:
+                        cluster.set_storage_events(bucket, None)
+                rows.append((size, "direct", direct))
             client.CoreV1Api(kube).delete_namespace(namespace)
     finally:
         cluster.down()
@@ -374,7 +470,9 @@ def report(
             f"{result.pct(0.5):>8.1f} {result.pct(0.99):>8.1f} "
             f"{result.rate / bare[size].rate:>8.2f}"
         )
-        if result.cpu_ms is not None and result.peak_rss_mb is not None:
+        if what == "direct":
+            line += f" {'':>8} {'':>8} {'':>7} {result.cpu_ms or 0:>7.1f}"
+        elif result.cpu_ms is not None and result.peak_rss_mb is not None:
             form = what.removeprefix("service ")
             floor = floors[(size, form)]
             ratios[(size, form)] = result.cpu_ms / floor
@@ -393,10 +491,29 @@ def report(
         " put to the same MinIO, one ImageUpload create) on bodies of the same size."
     )
     print_targets(rows, ratios, image_bytes)
+    print_direct(rows)
     print(
         "ingress cpu/floor: "
         + " ".join(f"{form}-{size} {ratio:.2f}x" for (size, form), ratio in ratios.items())
     )
+
+
+def print_direct(rows: list[tuple[str, str, Result]]) -> None:
+    """Issue 15's comparison: direct against through the service, same size and clients."""
+    by = {(size, what): result for size, what, result in rows}
+    for size in DIRECT_SIZES:
+        direct = by.get((size, "direct"))
+        if direct is None or direct.cpu_ms is None:
+            continue
+        print(f"\ndirect/service {size} at {CLIENTS} clients:")
+        for form in FORMS:
+            through = by[(size, f"service {form}")]
+            assert through.cpu_ms is not None
+            print(
+                f"  vs {form}: {direct.rate:.1f} vs {through.rate:.1f} uploads/s "
+                f"({direct.rate / through.rate:.2f}x); service CPU {direct.cpu_ms:.1f} vs "
+                f"{through.cpu_ms:.1f} ms per upload ({direct.cpu_ms / through.cpu_ms:.2f}x)"
+            )
 
 
 def print_targets(
@@ -416,7 +533,7 @@ def print_targets(
                 f"  p99 json-200KB at {CLIENTS} clients: {p99:.0f} ms (< {P99_TARGET_MS:.0f}) {verdict}"
             )
     for size, what, result in rows:
-        if result.peak_rss_mb is None:
+        if result.peak_rss_mb is None or what == "direct":
             continue
         form = what.removeprefix("service ")
         multiple = memory_multiple(result, image_bytes[size])

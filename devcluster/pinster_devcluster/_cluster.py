@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -302,6 +303,64 @@ class DevCluster:
             if paths.pid_file(self.state_dir, WEBSITE).exists():
                 _website.apply(layout.website_admin, json.loads(document.read_text()))
 
+    def set_storage_events(
+        self, bucket: str, endpoint: str | None, token: str | None = None
+    ) -> None:
+        """Send ``bucket``'s ``s3:ObjectCreated:Post`` events (presigned POST uploads) of
+        keys under ``raw/`` to ``endpoint`` as MinIO's webhook body, with
+        ``Authorization: Bearer <token>`` (no header without a token); ``None`` removes
+        the bucket's webhook target and its notification configuration. Each bucket has
+        a target of its own with a queue in the state directory: MinIO delivers from it
+        within about 3 s (it polls each queue every 3 s), and keeps an event there, retried
+        every 3 s, while the endpoint is unreachable or answers non-2xx. Kept across
+        restarts: ``up`` after ``down`` restores them.
+
+        MinIO reads webhook targets only at start, so a change restarts the object store
+        (SIGTERM, start, wait until S3 calls are answered: about 0.5 s; a call that changes
+        nothing restarts nothing). A restart interrupts the object store only: requests
+        in flight fail (the connection closes) and new connections are refused until it
+        answers again, so clients retry: boto3's default retries (3 attempts within about
+        0.15 s) are shorter than that, so callers must take a connection error as
+        temporary, as the product's storage layer does. Reads through the website front
+        answer 502 meanwhile; listeners of bucket notifications are disconnected. Queued
+        events are kept. Set while the object store is not running, a rule applies at the
+        next ``up``.
+        """
+        rule = None if endpoint is None else _objectstore.EventRule(endpoint, token)
+        with self._lock():
+            layout = self._layout()
+            if not layout.node:
+                raise PermanentError("this devcluster has no node, so no object store")
+            s3 = self.s3
+            rules = _objectstore.load_event_rules(self.state_dir)
+            record = self._running(OBJECTSTORE)
+            if record is None:
+                log.info("the object store is not running: storage events apply at its next start")
+            elif rule is not None and not _objectstore.bucket_exists(s3, bucket):
+                raise PermanentError(f"no bucket {bucket!r} in the object store at {s3.url}")
+            if rule is None:
+                if record is not None:
+                    # First, while the target still exists: MinIO refuses configurations
+                    # naming a target it does not have.
+                    _objectstore.delete_event_config(s3, bucket)
+                rules.pop(bucket, None)
+                _objectstore.save_event_rules(self.state_dir, rules)
+                # Undelivered events go too, once no MinIO has the target (one added
+                # again later would receive them).
+                drop_queue = functools.partial(_objectstore.drop_queue, self.state_dir, bucket)
+                if record is not None and not self._objectstore_env_current(record, layout):
+                    self._restart_objectstore(layout, record, while_stopped=drop_queue)
+                else:
+                    drop_queue()
+                return
+            rules[bucket] = rule
+            _objectstore.save_event_rules(self.state_dir, rules)
+            if record is not None:
+                if not self._objectstore_env_current(record, layout):
+                    self._restart_objectstore(layout, record)
+                # After the restart: the ARN names a target MinIO has only now.
+                _objectstore.put_event_config(s3, bucket)
+
     def build_image(
         self,
         context: Path,
@@ -354,6 +413,58 @@ class DevCluster:
         if layout is None:
             raise PermanentError(f"no devcluster in {self.state_dir} (run `devcluster up`)")
         return layout
+
+    def _running(self, name: str) -> _procs.ProcessRecord | None:
+        record = _procs.read_record(paths.pid_file(self.state_dir, name))
+        return record if record is not None and _procs.is_alive(record) else None
+
+    def _objectstore_env_current(self, record: _procs.ProcessRecord, layout: Layout) -> bool:
+        """Whether the running object store has the webhook targets the rules ask for
+        (its environment, as it was started)."""
+        try:
+            raw = Path(f"/proc/{record.pid}/environ").read_bytes()
+        except OSError:
+            return False
+        running: dict[str, str] = {}
+        for item in raw.decode("utf-8", "replace").split("\0"):
+            name, _, value = item.partition("=")
+            if _objectstore.is_webhook_variable(name):
+                running[name] = value
+        wanted = layout.env(OBJECTSTORE)
+        return running == {k: v for k, v in wanted.items() if _objectstore.is_webhook_variable(k)}
+
+    def _restart_objectstore(
+        self,
+        layout: Layout,
+        record: _procs.ProcessRecord,
+        while_stopped: Callable[[], None] | None = None,
+    ) -> None:
+        """Stop MinIO and start it again with the environment the rules make now; return
+        once S3 calls are answered (bounded by ``start_timeout``; StartupError, with the
+        log's last lines, otherwise)."""
+        started_at = time.monotonic()
+        _procs.stop(record, self.stop_grace)
+        paths.pid_file(self.state_dir, OBJECTSTORE).unlink(missing_ok=True)
+        stopped_at = time.monotonic()
+        if while_stopped is not None:
+            while_stopped()
+        started = {OBJECTSTORE: self._spawn(layout, OBJECTSTORE)}
+        wait = _Waiter(self.state_dir, started, time.monotonic() + self.start_timeout)
+        wait(
+            lambda: _health.ok(f"{layout.objectstore_url}/minio/health/ready"),
+            f"object store {layout.objectstore_url} after its restart",
+            max_delay=0.02,  # it answers about 0.35 s after its start: poll closely
+        )
+        ready_at = time.monotonic()
+        # S3 calls wait (MINIO_SYNC_BOOT) until the notification rules are loaded.
+        self.s3.client().list_buckets()
+        log.info(
+            "object store restarted in %.2fs (stop %.2fs, ready %.2fs, S3 %.2fs)",
+            time.monotonic() - started_at,
+            stopped_at - started_at,
+            ready_at - stopped_at,
+            time.monotonic() - ready_at,
+        )
 
     def _apiserver_ready(self) -> bool:
         try:
@@ -482,6 +593,12 @@ class DevCluster:
         )
         endpoint = self.s3
         _objectstore.create_buckets(endpoint, endpoint.upload_bucket, endpoint.public_bucket)
+        # Rules set while the cluster was down have no bucket configuration yet.
+        for bucket in _objectstore.load_event_rules(self.state_dir):
+            if _objectstore.bucket_exists(endpoint, bucket):
+                _objectstore.put_event_config(endpoint, bucket)
+            else:
+                log.warning("storage events of bucket %s: no such bucket", bucket)
         wait(
             lambda: _health.ok(f"http://{layout.website_admin}/config/"),
             f"website front {layout.website_url}",
@@ -499,6 +616,9 @@ class DevCluster:
         env["PATH"] = os.pathsep.join([env["PATH"], "/usr/local/sbin", "/usr/sbin", "/sbin"])
         # The registry's OpenTelemetry exporter would otherwise try localhost:4318.
         env["OTEL_TRACES_EXPORTER"] = "none"
+        if name == OBJECTSTORE:
+            # Webhook targets come from the storage-event rules only.
+            env = {k: v for k, v in env.items() if not _objectstore.is_webhook_variable(k)}
         record = _procs.spawn(
             layout.argv(name),
             log=paths.component_log(self.state_dir, name),
@@ -579,8 +699,8 @@ class _Waiter:
         self.started = started
         self.deadline = deadline
 
-    def __call__(self, predicate: Callable[[], bool], what: str) -> None:
-        delay = 0.05
+    def __call__(self, predicate: Callable[[], bool], what: str, max_delay: float = 0.5) -> None:
+        delay = min(0.05, max_delay)
         while True:
             self._check_alive()
             if predicate():
@@ -588,7 +708,7 @@ class _Waiter:
             if time.monotonic() >= self.deadline:
                 raise StartupError(self._explain(f"timed out waiting for {what}", COMPONENTS))
             time.sleep(delay)
-            delay = min(delay * 1.5, 0.5)
+            delay = min(delay * 1.5, max_delay)
 
     def _check_alive(self) -> None:
         for name, record in self.started.items():

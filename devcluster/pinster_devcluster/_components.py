@@ -188,6 +188,12 @@ class Layout:
             "MINIO_BROWSER": "off",
             "MINIO_UPDATE": "off",
             "MINIO_CALLHOME_ENABLE": "off",
+            # S3 calls wait until the bucket notification rules and targets are loaded
+            # (MinIO loads them after it starts answering): without it, an upload just
+            # after a start or restart may send no event.
+            "MINIO_SYNC_BOOT": "on",
+            # Storage events: one webhook target per bucket with a rule (``_objectstore``).
+            **_objectstore.webhook_env(self.state_dir),
         }
 
     def write_configs(self) -> None:

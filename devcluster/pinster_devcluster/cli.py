@@ -1,4 +1,5 @@
-"""``pinster-images devcluster up | down | status | kubeconfig | env | info | build-image``."""
+"""``pinster-images devcluster up | down | status | kubeconfig | env | info | website |
+storage-events | build-image``."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pinster_devcluster._builds import build_and_push
 from pinster_devcluster._cluster import DevCluster
 from pinster_devcluster._settings import DevClusterSettings
 from pinster_images import logs
-from pinster_images.errors import PinsterError
+from pinster_images.errors import PermanentError, PinsterError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,6 +63,25 @@ def _parser() -> argparse.ArgumentParser:
     rule = website.add_mutually_exclusive_group(required=True)
     rule.add_argument("--redirect-missing-to", metavar="URL", help="e.g. http://SERVICE/generate")
     rule.add_argument("--clear", action="store_true", help="remove the bucket's rule")
+    events = sub.add_parser(
+        "storage-events",
+        parents=[common],
+        help="send a bucket's s3:ObjectCreated:Post events (presigned POST uploads) of keys "
+        "under raw/ to a webhook with a bearer token; restarts the object store",
+    )
+    events.add_argument("--bucket", required=True, help="the upload bucket")
+    target = events.add_mutually_exclusive_group(required=True)
+    target.add_argument("--webhook", metavar="URL", help="e.g. http://SERVICE/v1/storage-events")
+    target.add_argument(
+        "--clear", action="store_true", help="remove the bucket's webhook and its events"
+    )
+    events.add_argument(
+        "--token-file",
+        type=Path,
+        metavar="FILE",
+        help="file holding the bearer token (with --webhook; `-`: standard input), so the "
+        "token never shows in the process list",
+    )
     image = sub.add_parser(
         "build-image",
         parents=[common],
@@ -110,6 +130,31 @@ def _up(cluster: DevCluster) -> int:
     return 0
 
 
+def _storage_events(cluster: DevCluster, args: argparse.Namespace) -> int:
+    if args.clear:
+        if args.token_file is not None:
+            raise PermanentError("--token-file goes with --webhook, not --clear")
+        cluster.set_storage_events(args.bucket, None)
+        print(f"storage events of bucket {args.bucket}: cleared", file=sys.stderr)
+        return 0
+    if args.token_file is None:
+        raise PermanentError("--webhook needs --token-file FILE (the bearer token MinIO sends)")
+    cluster.set_storage_events(args.bucket, args.webhook, _read_token(args.token_file))
+    print(f"storage events of bucket {args.bucket} -> {args.webhook}", file=sys.stderr)
+    return 0
+
+
+def _read_token(path: Path) -> str:
+    try:
+        text = sys.stdin.read() if str(path) == "-" else path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PermanentError(f"cannot read the token file {path}: {exc}") from exc
+    token = text.strip()
+    if not token:
+        raise PermanentError(f"the token file {path} is empty")
+    return token
+
+
 def _status(cluster: DevCluster) -> int:
     expected = cluster.components()
     failing = 0
@@ -152,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
                 args.bucket, None if args.clear else args.redirect_missing_to
             )
             return 0
+        if args.command == "storage-events":
+            return _storage_events(cluster, args)
         if args.registry is None:
             image = cluster.build_image(
                 args.context.absolute(),

@@ -16,16 +16,17 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from pinster_images.errors import PermanentError, PinsterError, TemporaryError
+from pinster_images.fields import InvalidFields
 from pinster_images.sniff import ImageRejected
 from pinster_images.storage import Storage
 from pinster_ingress import _kube
 from pinster_ingress._auth import Claims, TokenVerifier
-from pinster_ingress._errors import HttpError, error, unavailable
+from pinster_ingress._errors import HttpError, error, invalid_fields, unavailable
 from pinster_ingress._intake import FIELD_HEADERS, Intake
 from pinster_ingress._metrics import Metrics, MetricsMiddleware
 from pinster_ingress._openapi import document as openapi_document
 from pinster_ingress._settings import IngressSettings
-from pinster_ingress._status import NAME, status_body
+from pinster_ingress._status import NAME, own_name, rejected_body, status_body
 
 log = logging.getLogger("pinster_ingress")
 
@@ -46,6 +47,8 @@ class ImageJSONResponse(JSONResponse):
 
 def _failure(request: Request, exc: Exception, retry_after: int) -> Response:
     """Every refusal and failure, mapped once."""
+    if isinstance(exc, InvalidFields):
+        exc = invalid_fields(exc.errors)
     if isinstance(exc, HttpError):
         status, body, reason, headers = exc.status, exc.body, exc.reason, exc.headers
     elif isinstance(exc, ImageRejected):
@@ -103,6 +106,10 @@ class Service:
         self.metrics = metrics
         self.intake = Intake(settings, storage, uploads, metrics)
         self.contributed = optional_routes(self)
+        if settings.direct is not None:
+            from pinster_ingress import _direct
+
+            self.contributed += _direct.routes(self, settings.direct)
         # Settings are read once, so the document is built once.
         self.document = openapi_document(settings, self.contributed)
 
@@ -133,6 +140,11 @@ class Service:
         name = request.path_params["name"]
         namespace = self.settings.namespace
         found = await _kube.get(self.uploads, namespace, name) if NAME.fullmatch(name) else None
+        if found is None and own_name(name, claims):
+            # A directly stored object that failed its checks: reported by an Event.
+            rejection = await run_in_threadpool(self.uploads.rejection, namespace, name)
+            if rejection is not None:
+                return ImageJSONResponse(rejected_body(name, namespace, rejection))
         uploader = ((found or {}).get("spec") or {}).get("uploader") or {}
         # Only the imageable the token speaks for may read it; others learn nothing.
         if found is None or (uploader.get("imageableType"), uploader.get("imageableId")) != (

@@ -22,8 +22,6 @@ EXAMPLE_BODY: dict[str, Any] = {
     },
 }
 
-FIELD_MESSAGE = "Must be between 3 and 140 characters A-z0-9. Omit or null the field otherwise."
-FEATURED_MESSAGE = "Must be a string. Omit or null the field otherwise."
 MISSING_AUTH = "Request missing valid Authorization header."
 BASE64_MISMATCH = "Your image did not match the base64 regex"
 

@@ -17,7 +17,8 @@ from urllib.parse import unquote
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
-from pinster_images import logs, resource
+from pinster_images import adoption, logs, resource
+from pinster_images.fields import Fields, TooLong, truthy, validate
 from pinster_images.sniff import ImageInfo, ImageLimits, check_declared, sniff
 from pinster_images.storage import Area, Storage, raw_key
 from pinster_ingress import _kube
@@ -29,7 +30,6 @@ from pinster_ingress._errors import (
     missing_fields,
     unsupported_declared_type,
 )
-from pinster_ingress._fields import Fields, TooLong, truthy, validate
 from pinster_ingress._metrics import Metrics
 from pinster_ingress._settings import IngressSettings
 
@@ -174,13 +174,8 @@ def _sniff(received: Received, limits: ImageLimits) -> ImageInfo:
 def _store(storage: Storage, md5: str, received: Received, info: ImageInfo, claims: Claims) -> bool:
     """Write raw/<md5> unless it is already there (then its first upload's metadata stays).
     True when written."""
-    metadata = {
-        "user_id": claims.user_id,
-        "imageable_type": claims.imageable_type,
-        "imageable_id": claims.imageable_id,
-        **received.fields.metadata(),
-        "base_file_name": md5,
-    }
+    uploader = resource.Uploader(claims.user_id, claims.imageable_type, claims.imageable_id)
+    metadata = adoption.raw_metadata(uploader, received.fields, md5)
     return storage.put(
         Area.UPLOAD,
         raw_key(md5),

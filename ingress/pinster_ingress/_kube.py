@@ -8,11 +8,13 @@ PermanentError.
 
 from __future__ import annotations
 
+import socket
 from typing import Any, Protocol
 
 from starlette.concurrency import run_in_threadpool
 
 from pinster_images import resource
+from pinster_images.adoption import REJECTED_EVENT_REASON
 from pinster_images.errors import PermanentError, TemporaryError
 
 
@@ -26,6 +28,13 @@ class ImageUploads(Protocol):
 
     def ping(self) -> None:
         """Raise TemporaryError when the API server cannot be reached."""
+
+    def report_rejection(self, namespace: str, name: str, message: str) -> None:
+        """A Warning Event on the ImageUpload ``name`` (which does not exist): a stored
+        object that failed its checks. ``message`` is ``<Reason>: <why>``."""
+
+    def rejection(self, namespace: str, name: str) -> dict[str, str] | None:
+        """The latest such report: ``reason``, ``message``, ``time``; None if there is none."""
 
 
 def _translate(exc: Exception, what: str) -> Exception:
@@ -50,11 +59,16 @@ def _translate(exc: Exception, what: str) -> Exception:
     return exc
 
 
+#: How the upload service signs its Events.
+COMPONENT = "pinster-ingress"
+
+
 class KubeImageUploads:
     def __init__(self, api_client: Any, timeout: float = 10.0) -> None:
         from kubernetes import client
 
         self._api = client.CustomObjectsApi(api_client)
+        self._core = client.CoreV1Api(api_client)
         self._version = client.VersionApi(api_client)
         self._timeout = timeout
 
@@ -110,6 +124,36 @@ class KubeImageUploads:
         except Exception as exc:
             raise _translate(exc, f"reading ImageUpload {namespace}/{name}") from exc
 
+    def report_rejection(self, namespace: str, name: str, message: str) -> None:
+        body = resource.event(
+            resource.reference(name, namespace),
+            "Warning",
+            REJECTED_EVENT_REASON,
+            message,
+            component=COMPONENT,
+            instance=socket.gethostname(),
+        )
+        try:
+            self._core.create_namespaced_event(namespace, body, _request_timeout=self._timeout)
+        except Exception as exc:
+            raise _translate(
+                exc, f"reporting the rejection of ImageUpload {namespace}/{name}"
+            ) from exc
+
+    def rejection(self, namespace: str, name: str) -> dict[str, str] | None:
+        selector = f"involvedObject.name={name},reason={REJECTED_EVENT_REASON}"
+        try:
+            found = self._core.list_namespaced_event(
+                namespace, field_selector=selector, _request_timeout=self._timeout
+            )
+        except Exception as exc:
+            raise _translate(exc, f"reading Events of ImageUpload {namespace}/{name}") from exc
+        events = [self._core.api_client.sanitize_for_serialization(e) for e in found.items]
+        if not events:
+            return None
+        latest = max(events, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
+        return parse_rejection(latest)
+
     def ping(self) -> None:
         try:
             self._version.get_code(_request_timeout=min(self._timeout, 3.0))
@@ -119,3 +163,10 @@ class KubeImageUploads:
 
 async def get(uploads: ImageUploads, namespace: str, name: str) -> dict[str, Any] | None:
     return await run_in_threadpool(uploads.get, namespace, name)
+
+
+def parse_rejection(event: dict[str, Any]) -> dict[str, str]:
+    """``reason``, ``message``, ``time`` of a rejection Event (message ``<Reason>: <why>``)."""
+    reason, _, message = str(event.get("message") or "").partition(": ")
+    time = event.get("lastTimestamp") or event.get("eventTime") or ""
+    return {"reason": reason, "message": message, "time": str(time)}

@@ -19,6 +19,8 @@ KNOWN = {
     "/metrics": "metrics",
     "/openapi.json": "openapi",
     "/generate": "generate",
+    "/v1/uploads": "direct_upload",
+    "/v1/storage-events": "storage_events",
 }
 
 
@@ -51,6 +53,12 @@ class Metrics:
         self.image_bytes = Counter(
             "pinster_ingress_image_bytes",
             "Decoded image bytes accepted",
+            registry=self.registry,
+        )
+        self.stored_objects = Counter(
+            "pinster_ingress_stored_objects",
+            "Directly stored objects reported by the object store, by outcome",
+            ("outcome",),
             registry=self.registry,
         )
         self.latency = Histogram(

@@ -13,11 +13,19 @@ from typing import Any
 
 from starlette.routing import BaseRoute, Route
 
+from pinster_images.fields import (
+    FALSY,
+    FEATURED,
+    FEATURED_MESSAGE,
+    FIELD_MESSAGE,
+    MAX_FEATURED,
+    MAX_TEXT,
+    MIN_TEXT,
+)
 from pinster_images.resource import MD5_PATTERN, Phase
 from pinster_images.sniff import accepted_types
 from pinster_ingress._body import OUTLINE_LIMIT, data_uri_pattern
-from pinster_ingress._errors import EXAMPLE_BODY, FEATURED_MESSAGE, FIELD_MESSAGE
-from pinster_ingress._fields import FALSY, FEATURED, MAX_FEATURED, MAX_TEXT, MIN_TEXT
+from pinster_ingress._errors import EXAMPLE_BODY
 from pinster_ingress._intake import FIELD_HEADERS
 from pinster_ingress._settings import IngressSettings
 from pinster_ingress._status import NAME
@@ -478,8 +486,179 @@ def document(settings: IngressSettings, routes: Sequence[BaseRoute] = ()) -> dic
         "paths": paths,
         "components": {
             "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                **(
+                    {"eventsToken": {"type": "http", "scheme": "bearer"}}
+                    if settings.direct is not None
+                    else {}
+                ),
             },
             "schemas": _schemas(settings),
         },
     }
+
+
+def direct_path_items(settings: IngressSettings) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``POST /v1/uploads`` and ``POST /v1/storage-events`` (``_direct``)."""
+    from pinster_ingress._direct import (
+        EXAMPLE_BODY as DIRECT_EXAMPLE,
+    )
+    from pinster_ingress._direct import (
+        MD5_MESSAGE,
+        SIZE_MESSAGE,
+        TYPE_MESSAGE,
+    )
+
+    limits = settings.limits
+    invalid = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["errors"],
+        "properties": {
+            "errors": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["data"],
+                "properties": {
+                    "data": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "minProperties": 1,
+                        "properties": {
+                            "md5": {"const": MD5_MESSAGE},
+                            "content_type": {"const": TYPE_MESSAGE},
+                            "size": {"const": SIZE_MESSAGE},
+                            "name": {"const": FIELD_MESSAGE},
+                            "description": {"const": FIELD_MESSAGE},
+                            "featured": {"const": FEATURED_MESSAGE},
+                        },
+                    }
+                },
+            }
+        },
+    }
+    body = {
+        "type": "object",
+        "required": ["data"],
+        "properties": {
+            "data": {
+                "type": "object",
+                "required": ["md5", "content_type", "size"],
+                "properties": {
+                    "md5": {"type": "string", "pattern": f"^{MD5_PATTERN}$"},
+                    "content_type": {
+                        "enum": list(accepted_types()),
+                        "description": "the image's type, exactly (the form pins it); "
+                        "another `image/*` is 415 `UnsupportedImageType`, another type 400 "
+                        "`UnsupportedFileType`",
+                    },
+                    "size": {"type": "integer", "minimum": 1, "maximum": limits.max_bytes},
+                    "name": _text_field("name"),
+                    "description": _text_field("description"),
+                    "featured": _featured(),
+                },
+            }
+        },
+    }
+    permit = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["data"],
+        "properties": {
+            "data": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["url", "fields", "key", "expires_at", "name", "status_url"],
+                "properties": {
+                    "url": {"type": "string", "description": "POST the form here"},
+                    "fields": {
+                        "type": "object",
+                        "description": "form fields to send as they are, before the file "
+                        "(multipart/form-data, the file last, as `file`)",
+                        "additionalProperties": {"type": "string"},
+                    },
+                    "key": {"type": "string", "pattern": f"^raw/{MD5_PATTERN}$"},
+                    "expires_at": {"type": "string", "format": "date-time"},
+                    "name": {"type": "string", "pattern": f"^{NAME.pattern}$"},
+                    "status_url": {"type": "string", "pattern": "^/v1/images/"},
+                },
+            }
+        },
+    }
+    permit_item = {
+        "post": {
+            "operationId": "directUpload",
+            "summary": "Permission to store an image straight in the object store",
+            "description": (
+                "Answers a presigned POST for `raw/<md5>`: that content type, those bytes "
+                "(`Content-MD5`), 1 to PINSTER_MAX_BYTES bytes, the upload's metadata, valid "
+                "for PINSTER_DIRECT_UPLOAD_EXPIRES seconds. The object store refuses a form "
+                "that breaks one (expired, other key, type, size or bytes). Once stored, "
+                "the upload appears at `status_url` (404 until the object store has "
+                "reported the object; Rejected with the reason if it fails the checks)."
+            ),
+            "security": [{"bearer": []}],
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": body}},
+            },
+            "responses": {
+                "201": json_content(permit, "the presigned POST"),
+                "400": refusal(
+                    "no `data` (`example_body`), invalid fields (`errors.data`), a "
+                    "non-image type (`UnsupportedFileType`)",
+                    {"oneOf": [{"const": DIRECT_EXAMPLE}, invalid, ERROR]},
+                ),
+                "401": unauthorized(),
+                "403": refusal(FORBIDDEN),
+                "413": refusal("`size` above PINSTER_MAX_BYTES, or a body above 1 MiB"),
+                "415": refusal("an image type this service does not take"),
+                "502": refusal("the object store refused to sign (a deployment problem)"),
+                "503": unavailable(),
+            },
+        }
+    }
+    events_item = {
+        "post": {
+            "operationId": "storageEvents",
+            "summary": "The object store reports stored objects (not for clients)",
+            "description": (
+                'An S3 event notification (`{"Records": [...]}`, as MinIO\'s webhook and '
+                "AWS send it, or wrapped in an SNS notification). Each `ObjectCreated:Post` "
+                "of `raw/<md5>` in the upload bucket becomes an ImageUpload, or is deleted "
+                "and reported when it fails the checks; other records are ignored."
+            ),
+            "security": [{"eventsToken": []}],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {
+                                "Records": {"type": "array", "items": {"type": "object"}}
+                            },
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "200": json_content(
+                    {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["results"],
+                        "properties": {"results": {"type": "array", "items": {"type": "object"}}},
+                    },
+                    "each record's outcome: Accepted, AlreadyExists, Rejected, Gone, Ignored",
+                ),
+                "400": refusal("not an S3 event notification (`InvalidEvent`)"),
+                "401": refusal("no events token (`MissingToken`)"),
+                "403": refusal("not the events token (`InvalidToken`)"),
+                "413": refusal("a body above 1 MiB"),
+                "502": refusal(REFUSED),
+                "503": unavailable(),
+            },
+        }
+    }
+    return permit_item, events_item

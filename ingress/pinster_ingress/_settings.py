@@ -7,13 +7,16 @@ from pathlib import Path
 
 from pinster_images.config import (
     Environ,
-    ThumbnailSizes,
+    Secret,
+    env_bool,
     env_choice,
     env_float,
     env_int,
     env_optional,
     env_pem,
+    env_secret,
     env_str,
+    env_thumbnail_sizes,
 )
 from pinster_images.errors import ConfigError
 from pinster_images.resource import DEFAULT_THUMBNAIL_SIZES
@@ -59,12 +62,44 @@ class AuthSettings:
 
 
 @dataclass(frozen=True)
+class DirectUploadSettings:
+    """``POST /v1/uploads`` and ``POST /v1/storage-events`` (docs/ingress.md)."""
+
+    #: What the object store sends as ``Authorization: Bearer <token>`` with its events.
+    events_token: Secret
+    #: Seconds a presigned POST stays valid.
+    expires_in: int = 300
+
+    MIN_TOKEN = 16
+    MAX_EXPIRY = 3600
+
+    @classmethod
+    def from_env(cls, env: Environ) -> DirectUploadSettings | None:
+        if not env_bool(env, "PINSTER_DIRECT_UPLOADS", False):
+            return None
+        token = env_secret(env, "PINSTER_STORAGE_EVENTS_TOKEN", "")
+        if len(token.reveal()) < cls.MIN_TOKEN:
+            raise ConfigError(
+                "PINSTER_DIRECT_UPLOADS=true needs PINSTER_STORAGE_EVENTS_TOKEN: at least "
+                f"{cls.MIN_TOKEN} characters the object store sends with its events"
+            )
+        expires_in = env_int(env, "PINSTER_DIRECT_UPLOAD_EXPIRES", 300, minimum=10)
+        if expires_in > cls.MAX_EXPIRY:
+            raise ConfigError(
+                f"PINSTER_DIRECT_UPLOAD_EXPIRES={expires_in}: at most {cls.MAX_EXPIRY} seconds"
+            )
+        return cls(events_token=token, expires_in=expires_in)
+
+
+@dataclass(frozen=True)
 class IngressSettings:
     auth: AuthSettings
     storage: StorageSettings
     limits: ImageLimits
     thumbnail_sizes: tuple[str, ...]
     namespace: str
+    #: None: direct-to-storage uploads are off (PINSTER_DIRECT_UPLOADS)
+    direct: DirectUploadSettings | None = None
     host: str = "0.0.0.0"  # noqa: S104 - a Pod listens on all its interfaces
     port: int = 8080
     #: Server processes (uvicorn workers), each with its own event loop; one per core.
@@ -80,21 +115,13 @@ class IngressSettings:
 
     @classmethod
     def from_env(cls, env: Environ) -> IngressSettings:
-        sizes = env_optional(env, "PINSTER_THUMBNAIL_SIZES")
-        try:
-            thumbnail_sizes = ThumbnailSizes.parse(
-                tuple(s.strip() for s in sizes.split(",") if s.strip())
-                if sizes
-                else DEFAULT_THUMBNAIL_SIZES
-            ).sizes
-        except ValueError as exc:
-            raise ConfigError(f"PINSTER_THUMBNAIL_SIZES={sizes!r} is invalid: {exc}") from None
         return cls(
             auth=AuthSettings.from_env(env),
             storage=StorageSettings.from_env(env),
             limits=ImageLimits.from_env(env),
-            thumbnail_sizes=thumbnail_sizes,
+            thumbnail_sizes=env_thumbnail_sizes(env, DEFAULT_THUMBNAIL_SIZES),
             namespace=default_namespace(env),
+            direct=DirectUploadSettings.from_env(env),
             host=env_str(env, "PINSTER_INGRESS_HOST", "0.0.0.0"),  # noqa: S104
             port=env_int(env, "PINSTER_INGRESS_PORT", 8080, minimum=0),
             workers=env_int(env, "PINSTER_INGRESS_WORKERS", 1, minimum=1),

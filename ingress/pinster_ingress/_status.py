@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pinster_images.resource import Phase
+from pinster_images import resource
+from pinster_images.resource import ConditionType, Phase
 from pinster_images.storage import Storage
 
 #: What an ImageUpload's name can be (DNS-1123 subdomain); others are not looked up.
@@ -38,4 +39,37 @@ def status_body(obj: dict[str, Any], storage: Storage) -> dict[str, Any]:
         "urls": urls,
         "created": metadata.get("creationTimestamp"),
         "completed": status.get("completedAt"),
+    }
+
+
+def own_name(name: str, claims: Any) -> bool:
+    """Whether ``name`` is of an upload by the imageable ``claims`` speak for (the name
+    holds a hash of it), for uploads that exist only as a rejection Event."""
+    md5 = name[len("img-") : len("img-") + 32]
+    return resource.is_md5(md5) and name == resource.upload_name(
+        md5, claims.imageable_type, claims.imageable_id
+    )
+
+
+def rejected_body(name: str, namespace: str, rejection: dict[str, str]) -> dict[str, Any]:
+    """A directly stored object that failed its checks, shaped as a Rejected upload."""
+    condition = {
+        "type": ConditionType.READY.value,
+        "status": "False",
+        "reason": rejection["reason"],
+        "message": rejection["message"],
+        "lastTransitionTime": rejection["time"],
+    }
+    return {
+        "name": name,
+        "namespace": namespace,
+        "md5": name[len("img-") : len("img-") + 32],
+        "phase": Phase.REJECTED.value,
+        "terminal": True,
+        "conditions": [condition],
+        "verdict": None,
+        "published": None,
+        "urls": {},
+        "created": rejection["time"],
+        "completed": rejection["time"],
     }

@@ -9,15 +9,18 @@ from pinster_operator._jobs import JobState, UploadRef, build_job, job_state, up
 from pinster_operator._machine import Action, Decision, Facts, NotifyOutcome, after_notify, decide
 from pinster_operator._notify import approved_body, backoff_delay, flagged_body
 from pinster_operator._settings import (
+    AdoptionSettings,
     BatchSettings,
     CleanupSettings,
     JobSettings,
     NotifySettings,
     OperatorSettings,
 )
+from pinster_operator._sweep import SweepSummary
 
 __all__ = [
     "Action",
+    "AdoptionSettings",
     "BatchSettings",
     "Batcher",
     "CleanupSettings",
@@ -30,6 +33,7 @@ __all__ = [
     "NotifySettings",
     "OperatorSettings",
     "Plan",
+    "SweepSummary",
     "UploadRef",
     "after_notify",
     "approved_body",

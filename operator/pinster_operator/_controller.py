@@ -20,7 +20,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import requests
@@ -28,7 +28,7 @@ import requests
 from pinster_images import logs, results
 from pinster_images.errors import PermanentError, PinsterError
 from pinster_images.resource import ANNOTATION_RETRY, ImageUploadSpec, Phase, Stage
-from pinster_images.storage import RAW_PREFIX, Area, Storage, raw_key
+from pinster_images.storage import Area, Storage, raw_key
 from pinster_operator import _notify
 from pinster_operator._batching import Batcher, plan
 from pinster_operator._errors import Retry, classify
@@ -59,6 +59,7 @@ from pinster_operator._metrics import Metrics
 from pinster_operator._queue import Key, WorkQueue
 from pinster_operator._settings import OperatorSettings
 from pinster_operator._status import C, conditions, entered_at, phase_of
+from pinster_operator._sweep import OrphanSweep, SweepSummary
 
 logger = logging.getLogger("pinster_operator")
 
@@ -103,10 +104,11 @@ class Controller:
         #: Jobs whose pod has exited 0 (set on the event loop, read by workers): done,
         #: before the Job controller says so.
         self._pods_done: set[tuple[str, str]] = set()
-        #: md5 -> the uploads of those bytes, kept from every ImageUpload event (on the
-        #: event loop): the orphan sweep's question, without an API call. (kopf's
-        #: @kopf.index holds start-up until every object is indexed, at a cost that grows
-        #: with the square of their number: minutes of CPU with 10,000 uploads.)
+        #: md5 -> the uploads of those bytes, kept from every ImageUpload event and every
+        #: upload the sweep adopts (on the event loop): the orphan sweep's question,
+        #: without an API call. (kopf's @kopf.index holds start-up until every object is
+        #: indexed, at a cost that grows with the square of their number: minutes of CPU
+        #: with 10,000 uploads.)
         self._uploads_by_md5: dict[str, set[Key]] = {}
         self._md5_of: dict[Key, str] = {}
         self._sent: dict[str, _Sent] = {}
@@ -120,6 +122,13 @@ class Controller:
         self.batcher = Batcher(
             self.settings.batch.window, self.settings.batch.max_size, self._flush
         )
+        self._orphans = OrphanSweep(
+            self.settings,
+            self.kube,
+            self.storage,
+            known=lambda md5: md5 in self._uploads_by_md5,
+            adopted=lambda key, md5: self.queue.threadsafe(self._index, key, md5),
+        )
 
     # --- lifecycle (event loop) ---
 
@@ -130,7 +139,7 @@ class Controller:
             self._tasks.append(self._loop.create_task(self._worker()))
         self.scheduler = self._loop.create_task(self.queue.run_scheduler(), name="scheduler")
         self._tasks.append(self.scheduler)
-        if self.settings.cleanup.orphan_grace > 0:
+        if self.settings.cleanup.orphan_grace > 0 or self.settings.adoption is not None:
             self._tasks.append(self._loop.create_task(self._sweeper()))
 
     async def stop(self) -> None:
@@ -153,9 +162,7 @@ class Controller:
         if event_type == "DELETED":
             self.forget(key)
             return
-        md5 = str((body.get("spec") or {}).get("md5") or "")
-        if self._md5_of.setdefault(key, md5) == md5:  # the spec is immutable (CEL)
-            self._uploads_by_md5.setdefault(md5, set()).add(key)
+        self._index(key, str((body.get("spec") or {}).get("md5") or ""))
         if self._older_than_written(key, body, inclusive=True):
             return  # the echo of our own status write: its follow-up is already queued
         if self._settled(key, body):
@@ -223,6 +230,11 @@ class Controller:
         self.queue.threadsafe(self._forget_on_loop, key)
         self.metrics.observe(key, None)
 
+    def _index(self, key: Key, md5: str) -> None:
+        """The upload is one of these bytes (on the event loop, which owns the index)."""
+        if self._md5_of.setdefault(key, md5) == md5:  # the spec is immutable (CEL)
+            self._uploads_by_md5.setdefault(md5, set()).add(key)
+
     def _forget_on_loop(self, key: Key) -> None:
         """What the event loop owns: the key's timer and its place in the md5 index."""
         self.queue.cancel(key)
@@ -238,40 +250,29 @@ class Controller:
         while True:
             await asyncio.sleep(self.settings.cleanup.orphan_sweep_interval)
             try:
-                await asyncio.to_thread(self.sweep_orphans)
+                summary = await asyncio.to_thread(self.sweep_orphans)
             except Exception:
                 logger.exception(
                     "orphan sweep failed; next try in %ss",
                     self.settings.cleanup.orphan_sweep_interval,
                 )
+                continue
+            if summary.adopted or summary.rejected or summary.deleted or summary.failed:
+                logger.info(
+                    "orphan sweep: %d adopted, %d rejected, %d deleted, %d to try again",
+                    len(summary.adopted),
+                    len(summary.rejected),
+                    len(summary.deleted),
+                    len(summary.failed),
+                )
 
-    def sweep_orphans(self) -> list[str]:
-        """Delete raw objects no ImageUpload refers to once they are older than the grace
-        period: the upload service stored them but its create never succeeded and the
-        client never retried. Returns the keys deleted.
+    def sweep_orphans(self) -> SweepSummary:
+        """Adopt or delete the raw objects no ImageUpload refers to (see :mod:`._sweep`).
 
         "Is there an upload of these bytes" is answered from memory (the md5 index the
         event loop keeps from every ImageUpload event; a membership test from this
         thread is one dict lookup), where a LIST per raw object cost an API call each."""
-        grace = timedelta(seconds=self.settings.cleanup.orphan_grace)
-        cutoff = datetime.now(UTC) - grace
-        deleted = []
-        for key in self.storage.list(Area.UPLOAD, RAW_PREFIX):
-            info = self.storage.head(Area.UPLOAD, key)
-            if info is None or info.modified is None or info.modified > cutoff:
-                continue
-            md5 = key.removeprefix(RAW_PREFIX)
-            if md5 in self._uploads_by_md5:
-                continue  # in flight, or rejected and within its retention
-            self.storage.delete(Area.UPLOAD, key)
-            deleted.append(key)
-            logger.warning(
-                "deleted orphaned raw object %s: no ImageUpload refers to it after %s",
-                key,
-                grace,
-                extra={"md5": md5},
-            )
-        return deleted
+        return self._orphans.run()
 
     async def _worker(self) -> None:
         assert self._loop is not None

@@ -22,6 +22,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.client.rest import RESTResponse
 
+from pinster_images import resource
 from pinster_images.resource import (
     API_VERSION,
     GROUP,
@@ -33,7 +34,6 @@ from pinster_images.resource import (
     PLURAL,
     VERSION,
     Stage,
-    now_rfc3339,
 )
 
 COMPONENT = "pinster-operator"
@@ -54,13 +54,17 @@ def _discard(response: Any) -> None:
     response.release_conn()
 
 
+def _uploads_path(namespace: str) -> str:
+    return f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace)}/{PLURAL}"
+
+
 def _upload_path(namespace: str, name: str) -> str:
-    return f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace)}/{PLURAL}/{quote(name)}"
+    return f"{_uploads_path(namespace)}/{quote(name)}"
 
 
 class JsonCalls:
-    """The calls made several times per upload (upload GET, status PUT, Event POST) as
-    plain JSON, through the client's connection pool, headers and credentials.
+    """The calls made several times per upload (upload GET, status PUT, Event POST), and
+    the adoption sweep's upload POST, as plain JSON, through the client's connection pool, headers and credentials.
 
     The generated client walks every body through ``sanitize_for_serialization`` and
     every answer through its deserialiser: about a third of the CPU of such a call,
@@ -75,6 +79,10 @@ class JsonCalls:
 
     def get_namespaced_custom_object(self, namespace: str, name: str) -> Any:
         return self._request("GET", _upload_path(namespace, name))
+
+    def create_namespaced_custom_object(self, namespace: str, body: dict[str, Any]) -> None:
+        # The created upload arrives through the watch: its answer is not parsed.
+        self._request("POST", _uploads_path(namespace), body, answer=False)
 
     def replace_namespaced_custom_object_status(
         self, namespace: str, name: str, body: dict[str, Any]
@@ -167,6 +175,16 @@ class Kube:
                 return None
             raise
         return obj
+
+    def create_upload(self, manifest: dict[str, Any]) -> bool:
+        """Create; False when it already exists (the name is deterministic)."""
+        try:
+            self.json.create_namespaced_custom_object(manifest["metadata"]["namespace"], manifest)
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
 
     def replace_status(self, obj: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
         meta = obj["metadata"]
@@ -261,27 +279,7 @@ class Kube:
     # --- Events ---
 
     def event(self, obj: dict[str, Any], type_: str, reason: str, message: str) -> None:
-        meta = obj["metadata"]
-        stamp = now_rfc3339()
-        body = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-            "involvedObject": {
-                "apiVersion": obj.get("apiVersion", API_VERSION),
-                "kind": obj.get("kind", KIND),
-                "name": meta["name"],
-                "namespace": meta["namespace"],
-                "uid": meta.get("uid"),
-            },
-            "type": type_,
-            "reason": reason,
-            "message": message[:1024],
-            "source": {"component": COMPONENT},
-            "reportingComponent": COMPONENT,
-            "reportingInstance": self.instance,
-            "firstTimestamp": stamp,
-            "lastTimestamp": stamp,
-            "count": 1,
-        }
-        self.json.create_namespaced_event(meta["namespace"], body)
+        body = resource.event(
+            obj, type_, reason, message, component=COMPONENT, instance=self.instance
+        )
+        self.json.create_namespaced_event(obj["metadata"]["namespace"], body)

@@ -1,6 +1,6 @@
 """Operator settings, read once from ``PINSTER_*`` environment variables.
 
-Small frozen groups (jobs, batching, notifications, clean-up) combined into one
+Small frozen groups (jobs, batching, notifications, clean-up, adoption) combined into one
 :class:`OperatorSettings`, as kopf does with its own settings. Every error names the
 variable (``ConfigError`` from :mod:`pinster_images.config`).
 """
@@ -21,8 +21,11 @@ from pinster_images.config import (
     env_optional,
     env_pem,
     env_str,
+    env_thumbnail_sizes,
 )
 from pinster_images.errors import ConfigError
+from pinster_images.resource import DEFAULT_THUMBNAIL_SIZES
+from pinster_images.sniff import ImageLimits
 from pinster_images.storage import StorageSettings
 
 #: Variables only the operator needs; never copied into Job pods (the key is a secret).
@@ -44,6 +47,8 @@ OPERATOR_ONLY_PREFIXES: tuple[str, ...] = (
     "PINSTER_REJECTED_RETENTION",
     "PINSTER_TERMINAL_TTL",
     "PINSTER_ORPHAN_",
+    "PINSTER_ADOPT_AFTER",
+    "PINSTER_UPLOAD_NAMESPACE",
 )
 
 
@@ -183,7 +188,8 @@ class NotifySettings:
 class CleanupSettings:
     rejected_retention: float = 7 * 86400.0
     terminal_ttl: float = 86400.0
-    #: A raw object this old that no ImageUpload refers to is deleted (0: never).
+    #: A raw object this old that no ImageUpload refers to and that carries no upload
+    #: metadata (any such object, without adoption) is deleted (0: never).
     orphan_grace: float = 86400.0
     orphan_sweep_interval: float = 3600.0
 
@@ -198,6 +204,56 @@ class CleanupSettings:
             orphan_sweep_interval=env_float(
                 env, "PINSTER_ORPHAN_SWEEP_INTERVAL", 3600.0, minimum=1.0
             ),
+        )
+
+
+@dataclass(frozen=True)
+class AdoptionSettings:
+    """What the orphan sweep makes of a ``raw/`` object with upload metadata and no
+    ImageUpload: the ImageUpload the upload service would have created for it."""
+
+    #: Where the upload service creates uploads (its release namespace).
+    namespace: str
+    limits: ImageLimits = field(default_factory=ImageLimits)
+    thumbnail_sizes: tuple[str, ...] = DEFAULT_THUMBNAIL_SIZES
+    #: Seconds before such an object is adopted: the upload service's own put-then-create
+    #: and the replaced service's own pipeline finish well within them.
+    after: float = 600.0
+
+    @classmethod
+    def from_env(
+        cls, env: Environ, pod_namespace: str | None, watched: tuple[str, ...]
+    ) -> AdoptionSettings | None:
+        """None when PINSTER_ADOPT_AFTER is 0 (no adoption)."""
+        after = env_float(env, "PINSTER_ADOPT_AFTER", 600.0, minimum=0.0)
+        if after == 0:
+            return None
+        namespace = (
+            env_optional(env, "PINSTER_UPLOAD_NAMESPACE")
+            or pod_namespace
+            or next(iter(watched), None)
+        )
+        if namespace is None:
+            raise ConfigError(
+                "PINSTER_UPLOAD_NAMESPACE is required: the namespace the upload service "
+                "creates ImageUploads in, where the orphan sweep adopts stored uploads "
+                "(defaults: PINSTER_POD_NAMESPACE, then the first of "
+                "PINSTER_WATCH_NAMESPACES; neither is set). PINSTER_ADOPT_AFTER=0 turns "
+                "adoption off"
+            )
+        if watched and namespace not in watched:
+            # The operator's Roles exist only in the namespaces it watches, and an upload
+            # created elsewhere would never be reconciled.
+            raise ConfigError(
+                f"PINSTER_UPLOAD_NAMESPACE={namespace!r} (where stored uploads are adopted) "
+                f"is not among PINSTER_WATCH_NAMESPACES ({', '.join(watched)}): add it, or "
+                "set PINSTER_ADOPT_AFTER=0 to turn adoption off"
+            )
+        return cls(
+            namespace=namespace,
+            limits=ImageLimits.from_env(env),
+            thumbnail_sizes=env_thumbnail_sizes(env, DEFAULT_THUMBNAIL_SIZES),
+            after=after,
         )
 
 
@@ -223,16 +279,20 @@ class OperatorSettings:
     #: The operator's own Pod (downward API): a failed start-up is an Event on it.
     pod_name: str | None = None
     pod_namespace: str | None = None
+    #: None: raw objects without an ImageUpload are never adopted (PINSTER_ADOPT_AFTER=0).
+    adoption: AdoptionSettings | None = None
 
     @classmethod
     def from_env(cls, env: Environ) -> OperatorSettings:
+        namespaces = env_list(env, "PINSTER_WATCH_NAMESPACES")
+        pod_namespace = env_optional(env, "PINSTER_POD_NAMESPACE")
         settings = cls(
             storage=StorageSettings.from_env(env),
             jobs=JobSettings.from_env(env),
             batch=BatchSettings.from_env(env),
             notify=NotifySettings.from_env(env),
             cleanup=CleanupSettings.from_env(env),
-            namespaces=env_list(env, "PINSTER_WATCH_NAMESPACES"),
+            namespaces=namespaces,
             workers=env_int(env, "PINSTER_WORKERS", 8, minimum=1),
             poll_interval=env_float(env, "PINSTER_POLL_INTERVAL", 10.0, minimum=0.1),
             host=env_str(env, "PINSTER_OPERATOR_HOST", "0.0.0.0"),  # noqa: S104
@@ -244,7 +304,8 @@ class OperatorSettings:
             log_format=env_choice(env, "PINSTER_LOG_FORMAT", "json", ("json", "text")),
             startup_timeout=env_float(env, "PINSTER_STARTUP_TIMEOUT", 60.0, minimum=0.0),
             pod_name=env_optional(env, "PINSTER_POD_NAME"),
-            pod_namespace=env_optional(env, "PINSTER_POD_NAMESPACE"),
+            pod_namespace=pod_namespace,
+            adoption=AdoptionSettings.from_env(env, pod_namespace, namespaces),
         )
         if settings.health_port and settings.health_port == settings.metrics_port:
             raise ConfigError(

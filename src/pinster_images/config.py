@@ -173,6 +173,18 @@ class ThumbnailSizes:
         return cls(tuple(values))
 
 
+def env_thumbnail_sizes(env: Environ, default: tuple[str, ...]) -> tuple[str, ...]:
+    """PINSTER_THUMBNAIL_SIZES: the sizes written into each ImageUpload's spec, read alike
+    by the upload service and by the operator's adoption."""
+    sizes = env_list(env, "PINSTER_THUMBNAIL_SIZES", default)
+    try:
+        return ThumbnailSizes.parse(sizes).sizes
+    except ValueError as exc:
+        raise ConfigError(
+            f"PINSTER_THUMBNAIL_SIZES={','.join(sizes)!r} is invalid: {exc}"
+        ) from None
+
+
 def parse_size(value: str) -> tuple[int | None, int | None]:
     """``"400x300"`` -> (400, 300); ``"400xauto"`` -> (400, None). Raises ValueError."""
     parts = value.split("x")

@@ -68,13 +68,17 @@ class Stage(enum.StrEnum):
     THUMBNAIL = "thumbnail"
 
 
+def is_md5(value: str) -> bool:
+    return _MD5.match(value) is not None
+
+
 def upload_name(md5: str, imageable_type: str, imageable_id: str) -> str:
     """Deterministic, DNS-1123 name for one (image, imageable) pair.
 
     Identical requests map to the same name, which is what makes a retried upload
     idempotent (the second create answers 409 AlreadyExists).
     """
-    if not _MD5.match(md5):
+    if not is_md5(md5):
         raise ValueError(f"not an md5 hex digest: {md5!r}")
     imageable = hashlib.sha256(f"{imageable_type}\0{imageable_id}".encode()).hexdigest()[:10]
     return f"img-{md5}-{imageable}"
@@ -227,3 +231,41 @@ def get_condition(conditions: list[dict[str, Any]], type_: str) -> dict[str, Any
         if condition.get("type") == type_:
             return condition
     return None
+
+
+def reference(name: str, namespace: str) -> dict[str, Any]:
+    """An ImageUpload as an Event names it, for one that may not exist (a rejection)."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {"name": name, "namespace": namespace},
+    }
+
+
+def event(
+    obj: dict[str, Any], type_: str, reason: str, message: str, *, component: str, instance: str
+) -> dict[str, Any]:
+    """A core/v1 Event about ``obj`` (any object with ``metadata.name`` and ``namespace``)."""
+    meta = obj["metadata"]
+    stamp = now_rfc3339()
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+        "involvedObject": {
+            "apiVersion": obj.get("apiVersion", API_VERSION),
+            "kind": obj.get("kind", KIND),
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "uid": meta.get("uid"),
+        },
+        "type": type_,
+        "reason": reason,
+        "message": message[:1024],
+        "source": {"component": component},
+        "reportingComponent": component,
+        "reportingInstance": instance,
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+    }

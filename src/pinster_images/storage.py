@@ -46,6 +46,15 @@ class ObjectInfo:
 
 
 @dataclass(frozen=True)
+class PresignedPost:
+    """A form a client POSTs to ``url`` (multipart, ``fields`` then the file as ``file``)
+    to store one object under the conditions the signature fixes."""
+
+    url: str
+    fields: dict[str, str]
+
+
+@dataclass(frozen=True)
 class StoredObject:
     info: ObjectInfo
     data: bytes
@@ -67,6 +76,26 @@ class Storage(ABC):
 
     @abstractmethod
     def get(self, area: Area, key: str) -> StoredObject: ...
+
+    @abstractmethod
+    def stream(self, area: Area, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        """The object's bytes in chunks, read as they arrive (NotFoundError if missing)."""
+
+    @abstractmethod
+    def presigned_post(
+        self,
+        area: Area,
+        key: str,
+        *,
+        content_type: str,
+        content_md5: str,
+        max_bytes: int,
+        metadata: dict[str, str],
+        expires_in: int,
+    ) -> PresignedPost:
+        """A signed permission to store exactly ``key``: that content type, that
+        ``Content-MD5`` (base64 of the digest), 1 to ``max_bytes`` bytes, that metadata
+        and ``Cache-Control``, until ``expires_in`` seconds from now."""
 
     @abstractmethod
     def put(
@@ -117,6 +146,7 @@ class S3Storage(Storage):
         endpoint_url: str | None = None,
         region: str | None = None,
         public_url: str | None = None,
+        direct_url: str | None = None,
         client: Any = None,
     ) -> None:
         import boto3
@@ -139,6 +169,8 @@ class S3Storage(Storage):
             else:
                 public_url = f"https://{public_bucket}.s3.{region or 'us-east-1'}.amazonaws.com"
         self._public_url = public_url.rstrip("/")
+        #: where clients send presigned POSTs, when not where this process reaches S3
+        self._direct_url = direct_url.rstrip("/") if direct_url else None
 
     def bucket(self, area: Area) -> str:
         return self._buckets[area]
@@ -192,6 +224,60 @@ class S3Storage(Storage):
             metadata=dict(response.get("Metadata", {})),
         )
         return StoredObject(info=info, data=data)
+
+    def stream(self, area: Area, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        what = f"s3://{self._buckets[area]}/{key}"
+        try:
+            body = self._client.get_object(Bucket=self._buckets[area], Key=key)["Body"]
+        except Exception as exc:
+            raise self._translate(exc, what) from exc
+        try:
+            while chunk := body.read(chunk_size):
+                yield chunk
+        except Exception as exc:
+            raise self._translate(exc, what) from exc
+        finally:
+            body.close()
+
+    def presigned_post(
+        self,
+        area: Area,
+        key: str,
+        *,
+        content_type: str,
+        content_md5: str,
+        max_bytes: int,
+        metadata: dict[str, str],
+        expires_in: int,
+    ) -> PresignedPost:
+        fields = {
+            "Content-Type": content_type,
+            "Content-MD5": content_md5,
+            "Cache-Control": CACHE_CONTROL,
+            **{f"x-amz-meta-{name}": value for name, value in metadata.items()},
+        }
+        # Every form field is pinned by an exact condition: S3 refuses a form that
+        # changes one, or adds a field the policy does not name.
+        conditions: list[Any] = [{name: value} for name, value in fields.items()]
+        conditions.append(["content-length-range", 1, max_bytes])
+        try:
+            signed = self._client.generate_presigned_post(
+                Bucket=self._buckets[area],
+                Key=key,
+                Fields=fields,
+                Conditions=conditions,
+                ExpiresIn=expires_in,
+            )
+        except Exception as exc:
+            raise self._translate(
+                exc, f"signing a POST to s3://{self._buckets[area]}/{key}"
+            ) from exc
+        url = str(signed["url"])
+        if self._direct_url is not None:
+            # The policy signs the bucket and key, not the host: clients may reach the
+            # store by another name than this process does.
+            url = f"{self._direct_url}/{self._buckets[area]}"
+        return PresignedPost(url=url, fields={k: str(v) for k, v in signed["fields"].items()})
 
     def put(
         self,
@@ -296,6 +382,8 @@ class StorageSettings:
     upload_bucket: str
     public_bucket: str
     public_url: str | None
+    #: the S3 endpoint clients reach for direct uploads (path-style), if not endpoint_url
+    direct_url: str | None = None
 
     @classmethod
     def from_env(cls, env: Environ) -> StorageSettings:
@@ -308,6 +396,7 @@ class StorageSettings:
             upload_bucket=env_str(env, "PINSTER_S3_UPLOAD_BUCKET"),
             public_bucket=env_str(env, "PINSTER_S3_PUBLIC_BUCKET"),
             public_url=env_optional(env, "PINSTER_PUBLIC_URL"),
+            direct_url=env_optional(env, "PINSTER_S3_DIRECT_URL"),
         )
 
     def open(self) -> Storage:
@@ -317,4 +406,5 @@ class StorageSettings:
             endpoint_url=self.endpoint_url,
             region=self.region,
             public_url=self.public_url,
+            direct_url=self.direct_url,
         )

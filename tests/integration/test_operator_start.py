@@ -24,6 +24,7 @@ def run_operator(devcluster: Any, s3_env: dict[str, str], tmp_path: Path, **env:
         "PINSTER_API_URL": "http://api.test",
         "PINSTER_SERVICE_PRIVATE_KEY_FILE": str(tmp_path / "keys" / keys.SERVICE_PRIVATE),
         "PINSTER_OPERATOR_HOST": "127.0.0.1",
+        "PINSTER_UPLOAD_NAMESPACE": "default",
         "PINSTER_HEALTH_PORT": "0",
         "PINSTER_METRICS_PORT": "0",
         "PINSTER_LOG_FORMAT": "text",

@@ -19,7 +19,7 @@ RELEASE = "rbac"
 REFUSED = {
     "ingress": {("imageuploads", "delete"), ("imageuploads/status", "update"), ("jobs", "create")},
     "jobs": {("imageuploads", "create"), ("imageuploads", "list"), ("jobs", "create")},
-    "operator": {("imageuploads", "create"), ("jobs", "delete"), ("pods", "delete")},
+    "operator": {("jobs", "delete"), ("pods", "delete")},
 }
 
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 import schemathesis
-from pinster_ingress._fields import MAX_TEXT
+
+from pinster_images.fields import MAX_TEXT
 
 TEXT_FIELDS = ("name", "description")
 NEGATIVE_ACCEPTED = "ST201"

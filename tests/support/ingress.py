@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pinster_ingress import AuthSettings, IngressSettings
+from pinster_ingress._settings import DirectUploadSettings
 
 from pinster_images import keys
 from pinster_images.errors import TemporaryError
@@ -51,6 +52,7 @@ def settings(
     jwks: str | None = None,
     namespace: str = "uploads",
     storage: StorageSettings | None = None,
+    direct: DirectUploadSettings | None = None,
 ) -> IngressSettings:
     return IngressSettings(
         auth=AuthSettings(
@@ -60,6 +62,7 @@ def settings(
         limits=limits or ImageLimits(),
         thumbnail_sizes=DEFAULT_THUMBNAIL_SIZES,
         namespace=namespace,
+        direct=direct,
     )
 
 
@@ -70,6 +73,8 @@ class FakeUploads:
     objects: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     down: bool = False
     creates: int = 0
+    #: rejection reports by (namespace, name): the message an Event would carry
+    rejections: dict[tuple[str, str], str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def _check(self) -> None:
@@ -95,6 +100,19 @@ class FakeUploads:
 
     def ping(self) -> None:
         self._check()
+
+    def report_rejection(self, namespace: str, name: str, message: str) -> None:
+        self._check()
+        with self._lock:
+            self.rejections[(namespace, name)] = message
+
+    def rejection(self, namespace: str, name: str) -> dict[str, str] | None:
+        self._check()
+        message = self.rejections.get((namespace, name))
+        if message is None:
+            return None
+        reason, _, why = message.partition(": ")
+        return {"reason": reason, "message": why, "time": "2026-01-01T00:00:00Z"}
 
 
 __all__ = ["CLAIMS", "FakeUploads", "KeyPair", "bearer", "key_pair", "replace", "settings", "token"]

@@ -19,6 +19,7 @@ from pinster_images.results import StageResult
 from tests.support.storage import STORAGE_ENV
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+NS = "ns"
 API_URL = "http://pinster-api.test"
 SERVICE_URL = "http://images.test"
 
@@ -35,6 +36,7 @@ def env(**overrides: str) -> dict[str, str]:
         "PINSTER_SERVICE_URL": SERVICE_URL,
         "PINSTER_SERVICE_PRIVATE_KEY": private_key().decode(),
         "PINSTER_JOB_IMAGE": "registry.test/pinster-images:1.0",
+        "PINSTER_UPLOAD_NAMESPACE": NS,
     }
     base.update(overrides)
     return base
@@ -121,9 +123,6 @@ def result(
     )
 
 
-NS = "ns"
-
-
 class FakeKube:
     """The calls Controller makes, over dicts, with optimistic concurrency on status."""
 
@@ -135,6 +134,8 @@ class FakeKube:
         self.conflict_next_write = False
         self.gets = 0
         self.writes: dict[str, int] = {}
+        #: names of the uploads create_upload was asked for, in order (409s too)
+        self.creates: list[str] = []
 
     def add_upload(self, name: str, md5: str) -> None:
         spec = ImageUploadSpec(
@@ -152,6 +153,18 @@ class FakeKube:
             uid=f"uid-{name}", generation=1, resourceVersion=str(next(self.versions))
         )
         self.uploads[name] = obj
+
+    def create_upload(self, obj: dict[str, Any]) -> bool:
+        name = obj["metadata"]["name"]
+        self.creates.append(name)
+        if name in self.uploads:
+            return False
+        created = copy.deepcopy(obj)
+        created["metadata"].update(
+            uid=f"uid-{name}", generation=1, resourceVersion=str(next(self.versions))
+        )
+        self.uploads[name] = created
+        return True
 
     def get_upload(self, namespace: str, name: str) -> dict[str, Any] | None:
         self.gets += 1

@@ -11,6 +11,7 @@ Register with ``pytest_plugins = ["tests.support.stack"]``; the ``stack`` fixtur
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import urllib.request
 from collections.abc import Iterator
@@ -121,6 +122,58 @@ class Stack:
             headers={"Authorization": f"Bearer {token}"},
             timeout=30,
         )
+
+    def upload_direct(self, data: bytes, imageable_id: str = "42") -> dict[str, Any]:
+        """``POST /v1/uploads``, then the presigned POST to the object store, as a client
+        of direct uploads does; the permit's answer."""
+        token = keys.mint(
+            self.api_private,
+            issuer=self.api.url,
+            audience=SERVICE_URL,
+            claims={"user_id": "u-1", "imageable_type": "Pin", "imageable_id": imageable_id},
+            ttl=60,
+        )
+        described = {
+            "md5": hashlib.md5(data).hexdigest(),
+            "content_type": "image/jpeg",
+            "size": len(data),
+            "name": "A direct pin",
+        }
+        response = requests.post(
+            f"{self.url}/v1/uploads",
+            json={"data": described},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
+        assert response.status_code == 201, response.text
+        permit: dict[str, Any] = response.json()["data"]
+        stored = requests.post(
+            permit["url"],
+            data=permit["fields"],
+            files={"file": ("pin.jpg", data, "image/jpeg")},
+            timeout=60,
+        )
+        assert stored.status_code == 204, stored.text
+        return permit
+
+    def events_token(self) -> str:
+        """The token the chart made for the object store's events."""
+        from kubernetes import client
+
+        secret = client.CoreV1Api(self.kube_api).read_namespaced_secret(
+            f"{INGRESS}-storage-events", self.namespace
+        )
+        return base64.b64decode(secret.data["token"]).decode()
+
+    def get_or_none(self, name: str) -> dict[str, Any] | None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            return self.get(name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
 
     def get(self, name: str) -> dict[str, Any]:
         from kubernetes import client

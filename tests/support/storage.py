@@ -28,6 +28,7 @@ from pinster_images.storage import (
     Area,
     Body,
     ObjectInfo,
+    PresignedPost,
     Storage,
     StorageSettings,
     StoredObject,
@@ -43,6 +44,7 @@ class DirectoryStorage(Storage):
     def __init__(self, root: Path, public_url: str | None = None) -> None:
         self.root = root.resolve()
         self._public_url = (public_url or (self.root / Area.PUBLIC).as_uri()).rstrip("/")
+        self.posted: list[dict[str, Any]] = []
         for area in Area:
             (self.root / area).mkdir(parents=True, exist_ok=True)
 
@@ -82,6 +84,38 @@ class DirectoryStorage(Storage):
         if info is None:
             raise NotFoundError(f"{area}/{key} does not exist")
         return StoredObject(info=info, data=self._path(area, key).read_bytes())
+
+    def stream(self, area: Area, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        try:
+            handle = self._path(area, key).open("rb")
+        except FileNotFoundError:
+            raise NotFoundError(f"{area}/{key} does not exist") from None
+        with handle:
+            while chunk := handle.read(chunk_size):
+                yield chunk
+
+    def presigned_post(
+        self,
+        area: Area,
+        key: str,
+        *,
+        content_type: str,
+        content_md5: str,
+        max_bytes: int,
+        metadata: dict[str, str],
+        expires_in: int,
+    ) -> PresignedPost:
+        """No signature (nothing checks one here): the form names what S3's would pin,
+        and ``posted`` records each request so tests can read what was asked for."""
+        fields = {
+            "key": key,
+            "Content-Type": content_type,
+            "Content-MD5": content_md5,
+            "Cache-Control": CACHE_CONTROL,
+            **{f"x-amz-meta-{name}": value for name, value in metadata.items()},
+        }
+        self.posted.append({"max_bytes": max_bytes, "expires_in": expires_in, **fields})
+        return PresignedPost(url=(self.root / area).as_uri(), fields=fields)
 
     @staticmethod
     def _atomic_write(path: Path, body: Body) -> None:

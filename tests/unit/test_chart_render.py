@@ -121,8 +121,8 @@ def test_only_an_operator_of_every_namespace_is_cluster_wide() -> None:
         return found
 
     assert scopes() == {"operator": {"*cluster*"}, "ingress": {"rel"}, "jobs": {"rel"}}
-    listed = scopes("--set", "operator.watchNamespaces={a,b}")
-    assert listed == {"operator": {"a", "b"}, "ingress": {"rel"}, "jobs": {"rel"}}
+    listed = scopes("--set", "operator.watchNamespaces={rel,b}")
+    assert listed == {"operator": {"rel", "b"}, "ingress": {"rel"}, "jobs": {"rel"}}
 
 
 def test_rbac_grants_each_role_only_what_it_uses() -> None:
@@ -133,7 +133,9 @@ def test_rbac_grants_each_role_only_what_it_uses() -> None:
             "apiGroups": ["images.pinster.io"],
             "resources": ["imageuploads"],
             "verbs": ["get", "create"],
-        }
+        },
+        # Rejections of directly stored objects: reported, and read back for status.
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "list"]},
     ]
     jobs = roles["t-pinster-images-jobs"]
     assert all("create" not in rule["verbs"] for rule in jobs)
@@ -155,7 +157,7 @@ def test_rbac_grants_exactly_the_calls_each_role_makes(role: str) -> None:
 def test_nothing_cluster_wide_when_namespaces_are_listed() -> None:
     """kopf scans nothing (settings.scanning.disabled): no CRD or namespace watch, so a
     release that watches listed namespaces has no ClusterRole at all."""
-    listed = render("--set", "operator.watchNamespaces={a,b}")
+    listed = render("--set", "operator.watchNamespaces={default,b}")
     assert [d["metadata"]["name"] for d in listed if d["kind"].startswith("Cluster")] == []
     assert [d["metadata"]["name"] for d in render() if d["kind"].startswith("Cluster")] == [
         "t-pinster-images-operator",
@@ -194,7 +196,7 @@ def _resolve(container: dict[str, Any], configmaps: dict[str, dict[str, str]]) -
         elif "fieldRef" in item["valueFrom"]:
             value = {
                 "metadata.name": "pod-0",
-                "metadata.namespace": "ns",
+                "metadata.namespace": "default",  # `helm template`'s release namespace
                 "status.podIP": "127.1.0.9",
             }[item["valueFrom"]["fieldRef"]["fieldPath"]]
         else:
@@ -237,7 +239,7 @@ def test_each_role_starts_from_the_environment_the_chart_gives_it(
     operator_env = _resolve(containers["operator"], configmaps)
     operator = OperatorSettings.from_env(operator_env)
     assert operator.notify.private_key
-    job = build_job(operator.jobs, Stage.THUMBNAIL, [UploadRef("ns", "img-1", "uid-1")])
+    job = build_job(operator.jobs, Stage.THUMBNAIL, [UploadRef("default", "img-1", "uid-1")])
     (job_container,) = job["spec"]["template"]["spec"]["containers"]
     assert job_container["command"][0] == "pinster-images"
     job_env = _resolve(job_container, configmaps)
@@ -296,3 +298,55 @@ def test_every_value_is_in_the_schema_and_documented() -> None:
             undocumented.append(path)
     assert unschema == []
     assert undocumented == [], "add these to docs/chart.md"
+
+
+def _ingress_env(documents: list[dict[str, Any]]) -> dict[str, Any]:
+    (deployment,) = [
+        d
+        for d in documents
+        if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-ingress")
+    ]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def test_direct_uploads_are_off_by_default() -> None:
+    documents = render()
+    assert "PINSTER_DIRECT_UPLOADS" not in _ingress_env(documents)
+    assert not [d for d in documents if d["kind"] == "Secret"]
+
+
+def test_direct_uploads_get_a_token_secret_of_their_own_or_the_users() -> None:
+    documents = render(
+        "--set", "directUploads.enabled=true", "--set", "directUploads.clientUrl=https://s3.example"
+    )
+    env = _ingress_env(documents)
+    assert env["PINSTER_DIRECT_UPLOADS"] == "true"
+    assert env["PINSTER_DIRECT_UPLOAD_EXPIRES"] == "300"
+    assert env["PINSTER_S3_DIRECT_URL"] == "https://s3.example"
+    ref = env["PINSTER_STORAGE_EVENTS_TOKEN"]["secretKeyRef"]
+    (secret,) = [d for d in documents if d["kind"] == "Secret"]
+    assert ref == {"name": secret["metadata"]["name"], "key": "token"}
+    assert len(secret["data"]["token"]) >= 40
+    own = render(
+        "--set", "directUploads.enabled=true",
+        "--set", "directUploads.eventsToken.secretName=mine",
+        "--set", "directUploads.eventsToken.key=t",
+    )  # fmt: skip
+    assert _ingress_env(own)["PINSTER_STORAGE_EVENTS_TOKEN"]["secretKeyRef"] == {
+        "name": "mine",
+        "key": "t",
+    }
+    assert not [d for d in own if d["kind"] == "Secret"]
+
+
+def test_watched_namespaces_must_hold_the_release_namespace() -> None:
+    """The upload service creates ImageUploads in the release namespace: an operator
+    that does not watch it would never process them."""
+    result = helm(
+        "template", "t", str(CHART), "--namespace", "pinster",
+        "--set", "operator.watchNamespaces={a,b}",
+        check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "operator.watchNamespaces" in result.stderr and "pinster" in result.stderr

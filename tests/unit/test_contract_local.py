@@ -7,7 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from pinster_ingress import Metrics, create_app
+from pinster_ingress._settings import DirectUploadSettings
 
+from pinster_images.config import Secret
 from pinster_images.sniff import ImageLimits
 from tests.support import ingress as si
 from tests.support.contract import run_contract
@@ -21,7 +23,8 @@ LIMITS = ImageLimits(max_bytes=64 * 1024)
 def test_the_service_keeps_its_documented_contract(tmp_path: Path) -> None:
     pair = si.key_pair()
     metrics = Metrics()
-    settings = si.settings(tmp_path / "store", pair.public, limits=LIMITS)
+    direct = DirectUploadSettings(events_token=Secret("contract-events-token"))
+    settings = si.settings(tmp_path / "store", pair.public, limits=LIMITS, direct=direct)
     app = create_app(settings, uploads=si.FakeUploads(), metrics=metrics)
     with serve(app) as url:
         # Tokens outlive the run; the second speaks for another imageable.
@@ -47,4 +50,8 @@ def test_the_service_keeps_its_documented_contract(tmp_path: Path) -> None:
     for status in (400, 401, 403, 413, 415):
         assert answered("upload", "POST", status) > 0, status
     assert answered("upload", "OPTIONS", 204) > 0
+    assert answered("direct_upload", "POST", 201) > 0
+    for status in (400, 401, 413):
+        assert answered("direct_upload", "POST", status) > 0, status
+    assert answered("storage_events", "POST", 403) > 0
     assert answered("healthz", "TRACE", 405) > 0

@@ -13,11 +13,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pinster_ingress import EXAMPLE_BODY, create_app
 from pinster_ingress._body import data_uri_pattern, decode_data_uri
-from pinster_ingress._errors import FEATURED_MESSAGE, FIELD_MESSAGE, HttpError
-from pinster_ingress._fields import MAX_TEXT, validate
 from pinster_ingress._openapi import EXAMPLE_IMAGE, document
 
 from pinster_images.config import parse_size, size_pattern
+from pinster_images.fields import FEATURED_MESSAGE, FIELD_MESSAGE, MAX_TEXT, InvalidFields, validate
 from pinster_images.sniff import ImageLimits, accepted_types
 from tests.support import ingress as si
 from tests.support.contract_hooks import in_utf16_gap
@@ -35,7 +34,7 @@ def validator(schema: dict[str, Any]) -> jsonschema.Draft202012Validator:
 def accepted(field: str, value: Any) -> bool:
     try:
         validate({field: value})
-    except HttpError:
+    except InvalidFields:
         return False
     return True
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -254,29 +252,3 @@ def test_retry_annotation_redrives_a_failed_upload(tmp_path: Path, api: PinsterA
     # The stale failed result was cleared, and the new Job is a different one.
     assert results.read(storage, NS, "img-f", Stage.MODERATION) is None
     assert len(kube.jobs) == 2
-
-
-def test_orphan_sweep_deletes_only_old_raw_objects_no_upload_refers_to(tmp_path: Path) -> None:
-    kube, storage = FakeKube(), DirectoryStorage(tmp_path)
-    orphan, young, referenced = "1" * 32, "2" * 32, "3" * 32
-    kube.add_upload("img-kept", referenced)
-    for md5 in (orphan, young, referenced):
-        storage.put(Area.UPLOAD, f"raw/{md5}", b"raw", content_type="image/jpeg")
-    two_days_ago = time.time() - 2 * 86400
-    for md5 in (orphan, referenced):
-        os.utime(tmp_path / "upload" / "raw" / md5, (two_days_ago, two_days_ago))
-    controller = Controller(settings(), kube, storage)  # type: ignore[arg-type]
-
-    controller.observe(None, kube.uploads["img-kept"])  # as kopf lists it at start
-    gets = kube.gets
-
-    assert controller.sweep_orphans() == [f"raw/{orphan}"]
-    assert not storage.exists(Area.UPLOAD, f"raw/{orphan}")
-    assert storage.exists(Area.UPLOAD, f"raw/{young}")
-    assert storage.exists(Area.UPLOAD, f"raw/{referenced}")
-    assert controller.sweep_orphans() == []
-    assert kube.gets == gets  # answered from the index, not the API server
-
-    # Once the upload is gone, its bytes are an orphan too.
-    controller.observe("DELETED", kube.uploads["img-kept"])
-    assert controller.sweep_orphans() == [f"raw/{referenced}"]

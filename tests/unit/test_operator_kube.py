@@ -24,6 +24,8 @@ class _Handler(BaseHTTPRequestHandler):
         request = json.loads(self.rfile.read(length)) if length else None
         server: _Server = self.server  # type: ignore[assignment]
         server.calls.append((self.command, self.path, request))
+        if isinstance(request, dict) and request["metadata"].get("name") == "taken":
+            status, body = 409, {"kind": "Status", "code": 409, "reason": "AlreadyExists"}
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -83,6 +85,9 @@ UPLOAD = {
 }
 
 
+TAKEN = {**UPLOAD, "metadata": {"name": "taken", "namespace": "ns"}}
+
+
 def test_every_call_returns_its_connection_to_the_pool(server: _Server) -> None:
     kube = _kube(server)
     for _ in range(3):
@@ -92,7 +97,9 @@ def test_every_call_returns_its_connection_to_the_pool(server: _Server) -> None:
         assert kube.replace_status(UPLOAD, {"phase": "Pending"})["metadata"]["resourceVersion"]
         assert kube.get_job("ns", "missing") is None
         assert kube.list_jobs("ns", Stage.MODERATION)
-    assert len(server.calls) == 18
+        assert kube.create_upload(UPLOAD) is True
+        assert kube.create_upload(TAKEN) is False
+    assert len(server.calls) == 24
     assert server.connections == 1
 
 
@@ -115,3 +122,12 @@ def test_event_and_status_bodies(server: _Server) -> None:
     assert put["metadata"] == {"name": "u", "namespace": "ns", "resourceVersion": "7"}
     assert put["status"] == {"phase": "Ready"}
     assert put["spec"] == UPLOAD["spec"]
+
+
+def test_create_upload_posts_the_manifest_and_says_whether_it_was_new(server: _Server) -> None:
+    kube = _kube(server)
+    assert kube.create_upload(UPLOAD) is True
+    assert kube.create_upload(TAKEN) is False  # 409 AlreadyExists: the name is deterministic
+    (method, path, body), _ = server.calls
+    assert (method, path) == ("POST", "/apis/images.pinster.io/v1alpha1/namespaces/ns/imageuploads")
+    assert body == UPLOAD

@@ -66,3 +66,8 @@ app.kubernetes.io/component: {{ .component }}
 - name: tmp
   mountPath: /tmp
 {{- end -}}
+
+{{- /* The Secret with the object store's events token: the user's, or the chart's own. */}}
+{{- define "pinster-images.eventsTokenSecret" -}}
+{{- .Values.directUploads.eventsToken.secretName | default (printf "%s-storage-events" (include "pinster-images.fullname" .)) -}}
+{{- end }}

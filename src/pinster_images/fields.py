@@ -16,7 +16,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from pinster_ingress._errors import FEATURED_MESSAGE, FIELD_MESSAGE, invalid_fields
+from pinster_images.errors import PermanentError
+
+#: The original's messages, byte for byte (clients show them).
+FIELD_MESSAGE = "Must be between 3 and 140 characters A-z0-9. Omit or null the field otherwise."
+FEATURED_MESSAGE = "Must be a string. Omit or null the field otherwise."
 
 #: ``name`` and ``description``: longer than 3 and shorter than 140 UTF-16 code units.
 MIN_TEXT, MAX_TEXT = 4, 139
@@ -28,6 +32,15 @@ FALSY: tuple[Any, ...] = (None, False, 0, "")
 _NAME_DROP = re.compile(r"[^A-Za-z0-9_\s]")
 _DESCRIPTION_DROP = re.compile(r"[^A-Za-z0-9_\s\\.!?]")
 _WHITESPACE = re.compile(r"\s")
+
+
+class InvalidFields(PermanentError):
+    """Fields breaking the rules; ``errors`` maps each to the original's message (the
+    upload service answers 400 ``{"errors": {"data": errors}}``)."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__(f"invalid fields: {', '.join(sorted(errors))}", reason="InvalidFields")
+        self.errors = errors
 
 
 @dataclass(frozen=True)
@@ -87,5 +100,5 @@ def validate(data: dict[str, Any]) -> Fields:
         else:
             errors["featured"] = FEATURED_MESSAGE
     if errors:
-        raise invalid_fields(errors)
+        raise InvalidFields(errors)
     return Fields(**values)

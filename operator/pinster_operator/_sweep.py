@@ -1,0 +1,162 @@
+"""The orphan sweep: what becomes of ``raw/`` objects no ImageUpload refers to.
+
+Every PINSTER_ORPHAN_SWEEP_INTERVAL the upload area's ``raw/`` is listed. An object whose
+md5 has an ImageUpload is left alone (in flight, or rejected and within its retention);
+that question is answered by the controller's md5 index, without an API call. Any other
+object older than PINSTER_ADOPT_AFTER is examined as the upload service examines a
+directly stored one (:mod:`pinster_images.adoption`):
+
+* upload metadata and passing checks: the ImageUpload it should have had is created in
+  the upload service's namespace (a missed storage event, a create that failed after the
+  put, an object the replaced service left);
+* a failed check: the object is deleted and a Warning Event on the name the upload would
+  have had says why (the upload service's status read answers it as Rejected);
+* no upload metadata: nobody can be told about it; deleted once older than
+  PINSTER_ORPHAN_GRACE.
+
+Without adoption (PINSTER_ADOPT_AFTER=0) every such object is deleted after the grace.
+A failure on one object (the object store or the API server away) is logged and the
+sweep goes on with the next; the next sweep tries that object again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from pinster_images import logs, resource
+from pinster_images.adoption import (
+    REJECTED_EVENT_REASON,
+    Adoptable,
+    NotAnUpload,
+    Rejection,
+    examine,
+    rejection_message,
+)
+from pinster_images.errors import NotFoundError
+from pinster_images.storage import RAW_PREFIX, Area, Storage
+from pinster_operator._errors import classify
+from pinster_operator._kube import Kube
+from pinster_operator._queue import Key
+from pinster_operator._settings import AdoptionSettings, OperatorSettings
+
+logger = logging.getLogger("pinster_operator")
+
+#: ``app.kubernetes.io/component`` of an ImageUpload the sweep created.
+ADOPTED_COMPONENT = "adopted"
+
+
+@dataclass
+class SweepSummary:
+    """The ``raw/`` keys one sweep adopted, rejected (deleted, with an Event), deleted
+    (no upload metadata), and failed on (tried again next time)."""
+
+    adopted: list[str] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+
+@dataclass
+class OrphanSweep:
+    settings: OperatorSettings
+    kube: Kube
+    storage: Storage
+    #: Whether an ImageUpload of these bytes is known (the controller's md5 index).
+    known: Callable[[str], bool]
+    #: Tells the index about an upload the sweep created, before its watch event.
+    adopted: Callable[[Key, str], None]
+
+    def run(self) -> SweepSummary:
+        summary = SweepSummary()
+        now = datetime.now(UTC)
+        for key in self.storage.list(Area.UPLOAD, RAW_PREFIX):
+            if self.known(key.removeprefix(RAW_PREFIX)):
+                continue
+            try:
+                self._sweep(key, now, summary)
+            except Exception as exc:
+                retry = classify(exc)
+                logger.log(
+                    logging.ERROR if retry.permanent else logging.WARNING,
+                    "orphan sweep skipped %s (%s: %s); the next sweep tries again",
+                    key,
+                    retry.reason,
+                    retry.message,
+                    exc_info=retry.permanent,
+                    extra={"key": key},
+                )
+                summary.failed.append(key)
+        return summary
+
+    def _sweep(self, key: str, now: datetime, summary: SweepSummary) -> None:
+        info = self.storage.head(Area.UPLOAD, key)
+        if info is None or info.modified is None:
+            return
+        age = now - info.modified
+        adoption = self.settings.adoption
+        if adoption is not None:
+            if age < timedelta(seconds=adoption.after):
+                return
+            try:
+                adoptable = examine(self.storage, key, adoption.limits, adoption.thumbnail_sizes)
+            except NotFoundError:
+                return  # deleted since the HEAD: nothing to do
+            except NotAnUpload:
+                pass  # only the grace below decides
+            except Rejection as rejection:
+                self._reject(key, rejection, adoption)
+                summary.rejected.append(key)
+                return
+            else:
+                if adoptable is not None and self._adopt(key, adoptable, adoption):
+                    summary.adopted.append(key)
+                return
+        grace = timedelta(seconds=self.settings.cleanup.orphan_grace)
+        if not grace or age < grace:
+            return
+        self.storage.delete(Area.UPLOAD, key)
+        summary.deleted.append(key)
+        logger.warning(
+            "deleted orphaned raw object %s: no ImageUpload refers to it after %s",
+            key,
+            grace,
+            extra={"md5": key.removeprefix(RAW_PREFIX)},
+        )
+
+    def _adopt(self, key: str, adoptable: Adoptable, adoption: AdoptionSettings) -> bool:
+        """Create the upload; False when it exists already (its event still to come, or
+        in a namespace not watched)."""
+        namespace = adoption.namespace
+        created = self.kube.create_upload(adoptable.manifest(namespace, ADOPTED_COMPONENT))
+        # Known from now on, so the next sweep does not try again before the event.
+        self.adopted((namespace, adoptable.name), adoptable.spec.md5)
+        log = logs.for_upload(logger, namespace, adoptable.name)
+        if created:
+            log.info(
+                "adopted %s: stored with upload metadata, no ImageUpload after %.0fs",
+                key,
+                adoption.after,
+                extra={"key": key, "bytes": adoptable.spec.byte_size},
+            )
+        else:
+            log.info("%s has its ImageUpload already", key, extra={"key": key})
+        return created
+
+    def _reject(self, key: str, rejection: Rejection, adoption: AdoptionSettings) -> None:
+        namespace = adoption.namespace
+        message = rejection_message(rejection)
+        # The Event first: should the delete fail, the next sweep reports it again,
+        # where the other order could lose the only word the client gets.
+        self.kube.event(
+            resource.reference(rejection.name, namespace),
+            "Warning",
+            REJECTED_EVENT_REASON,
+            message,
+        )
+        self.storage.delete(Area.UPLOAD, key)
+        logs.for_upload(logger, namespace, rejection.name).warning(
+            "stored object rejected: %s", message, extra={"key": key, "reason": rejection.reason}
+        )
