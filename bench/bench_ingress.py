@@ -169,18 +169,22 @@ def service(env: dict[str, str]) -> Iterator[tuple[str, int]]:
         process.wait(timeout=30)
 
 
-def bench_service(url: str, pid: int, base: bytes, count: int, form: str, private: bytes) -> Result:
-    session = threading.local()
-
-    # One token for the run: minting loads the RSA key (~35 ms of CPU, GIL held), which
-    # would make the clients, not the service, the bottleneck.
-    token = keys.mint(
+def run_token(private: bytes) -> str:
+    """One token for a run: minting loads the RSA key (~35 ms of CPU, GIL held), which
+    would make the clients, not the service, the bottleneck."""
+    return keys.mint(
         private,
         issuer=API_URL,
         audience=SERVICE_URL,
         ttl=600,
         claims={"user_id": "b", "imageable_type": "Pin", "imageable_id": "1"},
     )
+
+
+def bench_service(url: str, pid: int, base: bytes, count: int, form: str, private: bytes) -> Result:
+    session = threading.local()
+
+    token = run_token(private)
 
     # Bodies are built before the clock starts: the clients' base64 and JSON encoding
     # would otherwise compete with the service for the same two cores.
@@ -215,13 +219,7 @@ def bench_direct(
     """Permit, then a presigned POST to MinIO, per upload; done when every ImageUpload
     exists (the object store's event made it)."""
     session = threading.local()
-    token = keys.mint(
-        private,
-        issuer=API_URL,
-        audience=SERVICE_URL,
-        ttl=600,
-        claims={"user_id": "b", "imageable_type": "Pin", "imageable_id": "1"},
-    )
+    token = run_token(private)
     datas = {index: upload_image(base, index) for index in (*WARM_UP, *range(count))}
     described = {
         index: {

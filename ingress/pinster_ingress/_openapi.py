@@ -305,6 +305,35 @@ def _plain(operation_id: str, responses: dict[str, Any]) -> dict[str, Any]:
     return {"get": {"operationId": operation_id, "responses": responses}}
 
 
+def invalid_fields(more: dict[str, str] | None = None) -> dict[str, Any]:
+    """The original's ``{"errors": {"data": {field: message}}}``: the text fields'
+    messages, and those of ``more`` fields a route checks too."""
+    messages = {
+        "name": FIELD_MESSAGE,
+        "description": FIELD_MESSAGE,
+        "featured": FEATURED_MESSAGE,
+        **(more or {}),
+    }
+    data = {
+        "type": "object",
+        "additionalProperties": False,
+        "minProperties": 1,
+        "properties": {field: {"const": message} for field, message in messages.items()},
+    }
+    errors = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["data"],
+        "properties": {"data": data},
+    }
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["errors"],
+        "properties": {"errors": errors},
+    }
+
+
 def _schemas(settings: IngressSettings) -> dict[str, Any]:
     nullable_object = {"type": ["object", "null"]}
     return {
@@ -385,30 +414,7 @@ def _schemas(settings: IngressSettings) -> dict[str, Any]:
         },
         # The original's bodies, byte for byte: one exact value each.
         "MissingFields": {"const": EXAMPLE_BODY},
-        "InvalidFields": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["errors"],
-            "properties": {
-                "errors": {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "required": ["data"],
-                    "properties": {
-                        "data": {
-                            "type": "object",
-                            "additionalProperties": False,
-                            "minProperties": 1,
-                            "properties": {
-                                "name": {"const": FIELD_MESSAGE},
-                                "description": {"const": FIELD_MESSAGE},
-                                "featured": {"const": FEATURED_MESSAGE},
-                            },
-                        }
-                    },
-                }
-            },
-        },
+        "InvalidFields": invalid_fields(),
     }
 
 
@@ -510,33 +516,9 @@ def direct_path_items(settings: IngressSettings) -> tuple[dict[str, Any], dict[s
     )
 
     limits = settings.limits
-    invalid = {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["errors"],
-        "properties": {
-            "errors": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["data"],
-                "properties": {
-                    "data": {
-                        "type": "object",
-                        "additionalProperties": False,
-                        "minProperties": 1,
-                        "properties": {
-                            "md5": {"const": MD5_MESSAGE},
-                            "content_type": {"const": TYPE_MESSAGE},
-                            "size": {"const": SIZE_MESSAGE},
-                            "name": {"const": FIELD_MESSAGE},
-                            "description": {"const": FIELD_MESSAGE},
-                            "featured": {"const": FEATURED_MESSAGE},
-                        },
-                    }
-                },
-            }
-        },
-    }
+    invalid = invalid_fields(
+        {"md5": MD5_MESSAGE, "content_type": TYPE_MESSAGE, "size": SIZE_MESSAGE}
+    )
     body = {
         "type": "object",
         "required": ["data"],
