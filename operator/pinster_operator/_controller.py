@@ -3,12 +3,20 @@ one worker at a time in a thread of its own executor (``PINSTER_WORKERS`` thread
 
 Inputs: kopf's event handlers (:mod:`._handlers`), on the event loop: every ImageUpload
 event goes to :meth:`Controller.observe`, every event of our Jobs to
-:meth:`Controller.job_event`, of their pods to :meth:`Controller.job_pod_event`. A reconcile gathers facts, asks the pure state machine
-(:mod:`._machine`) what to do, does it, and writes the status.
+:meth:`Controller.job_event`, of their pods to :meth:`Controller.job_pod_event`. A
+reconcile gathers facts, asks the pure state machine (:mod:`._machine`) what to do, has
+it done, and writes the status.
+
+The side effects are done by collaborators the controller builds and calls: Job creation
+for a batch the batcher flushed (:mod:`._creation`), status writes and Events
+(:mod:`._recorder`), notifications (:mod:`._notifier`), deleting raw bytes and terminal
+uploads (:mod:`._cleanup`), the orphan sweep (:mod:`._sweep`). They share its Kube,
+Storage, Metrics and settings, never the controller itself.
 
 Threads: the event loop owns the queue, its timers and the batcher; workers reach them
-with ``call_soon_threadsafe``. The per-upload caches (bodies, our last written versions,
-Job assignments, Job states) are read and written one key at a time from both sides.
+with ``call_soon_threadsafe``. The per-upload caches (bodies, our last written versions
+in the recorder, Job assignments, Job states) are read and written one key at a time
+from both sides.
 """
 
 from __future__ import annotations
@@ -16,26 +24,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-import requests
-
 from pinster_images import logs, results
-from pinster_images.errors import PermanentError, PinsterError
-from pinster_images.resource import ANNOTATION_RETRY, ImageUploadSpec, Phase, Stage
-from pinster_images.storage import Area, Storage, raw_key
-from pinster_operator import _notify
-from pinster_operator._batching import Batcher, plan
-from pinster_operator._errors import Retry, classify
+from pinster_images.resource import ANNOTATION_RETRY, Phase, Stage
+from pinster_images.storage import Area, Storage
+from pinster_operator._batching import Batcher
+from pinster_operator._cleanup import Cleanup
+from pinster_operator._creation import JobCreator
+from pinster_operator._errors import classify
 from pinster_operator._jobs import (
     JobState,
     UploadRef,
-    build_job,
     is_finished,
     job_of_pod,
     job_state,
@@ -48,17 +52,16 @@ from pinster_operator._machine import (
     Action,
     Decision,
     Facts,
-    NotifyOutcome,
     after_notify,
     decide,
-    is_rejected,
-    raw_deleted,
     stage_of,
 )
 from pinster_operator._metrics import Metrics
+from pinster_operator._notifier import Notifier
 from pinster_operator._queue import Key, WorkQueue
+from pinster_operator._recorder import StatusRecorder
 from pinster_operator._settings import OperatorSettings
-from pinster_operator._status import C, conditions, entered_at, phase_of
+from pinster_operator._status import Status, phase_of
 from pinster_operator._sweep import OrphanSweep, SweepSummary
 
 logger = logging.getLogger("pinster_operator")
@@ -71,16 +74,6 @@ def _slim(body: dict[str, Any]) -> dict[str, Any]:
 
 
 @dataclass
-class _Sent:
-    """Notifications already delivered, remembered in memory so a status write that
-    has to be retried (409) never sends twice."""
-
-    approved: bool = False
-    flagged: bool = False
-    sns: str | None = None
-
-
-@dataclass
 class Controller:
     settings: OperatorSettings
     kube: Kube
@@ -90,8 +83,6 @@ class Controller:
     def __post_init__(self) -> None:
         self.queue = WorkQueue()
         self._bodies: dict[Key, dict[str, Any]] = {}
-        #: resourceVersion of our own last status write, to skip older watch events.
-        self._written: dict[Key, int] = {}
         #: reconciles run here: as many at once as PINSTER_WORKERS says (asyncio's
         #: default executor would cap them at min(32, CPUs + 4)).
         self._executor = ThreadPoolExecutor(
@@ -111,8 +102,6 @@ class Controller:
         #: with 10,000 uploads.)
         self._uploads_by_md5: dict[str, set[Key]] = {}
         self._md5_of: dict[Key, str] = {}
-        self._sent: dict[str, _Sent] = {}
-        self._sessions = threading.local()
         self._tasks: list[asyncio.Task[None]] = []
         #: monotonic time of the last event of each kind (the probe's freshness report)
         self.last_event: dict[str, float] = {}
@@ -129,6 +118,12 @@ class Controller:
             known=lambda md5: md5 in self._uploads_by_md5,
             adopted=lambda key, md5: self.queue.threadsafe(self._index, key, md5),
         )
+        self._creator = JobCreator(self.settings, self.kube, self.metrics)
+        #: writes status and Events, and knows the resourceVersion of our own last
+        #: write of each upload (to skip older watch events)
+        self._recorder = StatusRecorder(self.kube, self.metrics)
+        self._notifier = Notifier(self.settings.notify, self.storage, self.metrics)
+        self._cleanup = Cleanup(self.settings, self.kube, self.storage)
 
     # --- lifecycle (event loop) ---
 
@@ -163,7 +158,7 @@ class Controller:
             self.forget(key)
             return
         self._index(key, str((body.get("spec") or {}).get("md5") or ""))
-        if self._older_than_written(key, body, inclusive=True):
+        if self._recorder.older_than_written(key, body, inclusive=True):
             return  # the echo of our own status write: its follow-up is already queued
         if self._settled(key, body):
             return
@@ -226,7 +221,7 @@ class Controller:
     def forget(self, key: Key) -> None:
         """The upload is gone: drop what is kept for it. From any thread."""
         self._bodies.pop(key, None)
-        self._written.pop(key, None)
+        self._recorder.forget(key)
         self.queue.threadsafe(self._forget_on_loop, key)
         self.metrics.observe(key, None)
 
@@ -289,32 +284,10 @@ class Controller:
     # --- batching (event loop, creation in a thread) ---
 
     async def _flush(self, namespace: str, stage: Stage, group: list[UploadRef]) -> None:
-        assigned = await asyncio.to_thread(self._create_jobs, namespace, stage, group)
+        assigned = await asyncio.to_thread(self._creator.create_jobs, namespace, stage, group)
         for name, job in assigned.items():
             self._assigned[(namespace, name, stage)] = job
             self.queue.enqueue((namespace, name))
-
-    def _create_jobs(self, namespace: str, stage: Stage, group: list[UploadRef]) -> dict[str, str]:
-        existing = self.kube.list_jobs(namespace, stage)
-        decided = plan(group, existing, self.settings.batch.max_size)
-        assigned = dict(decided.reuse)
-        for batch in decided.batches:
-            manifest = build_job(self.settings.jobs, stage, batch)
-            name = manifest["metadata"]["name"]
-            created = self.kube.create_job(manifest)
-            if created:
-                self.metrics.jobs_launched.labels(stage.value).inc()
-            logger.info(
-                "%s %s Job %s for %d upload(s)",
-                "created" if created else "found",
-                stage.value,
-                name,
-                len(batch),
-                extra={"job": f"{namespace}/{name}", "uploads": [u.name for u in batch]},
-            )
-            for ref in batch:
-                assigned[ref.name] = name
-        return assigned
 
     # --- reconcile (worker thread) ---
 
@@ -335,40 +308,8 @@ class Controller:
                 exc_info=retry.permanent,
             )
             if retry.reason.startswith("Storage"):
-                self._report_waiting(key, retry)
+                self._recorder.report_waiting(key, retry)
             return retry.delay
-
-    def _report_waiting(self, key: Key, retry: Retry) -> None:
-        """The object store holds this upload up: say so on it (the Ready condition, and
-        an Event when the reason is new), so `kubectl describe` tells why it waits."""
-        try:
-            obj = self.kube.get_upload(*key)
-            if obj is None:
-                return
-            status: dict[str, Any] = obj.get("status") or {}
-            ready: dict[str, Any] = next(
-                (c for c in status.get("conditions") or [] if c.get("type") == C.READY), {}
-            )
-            if ready.get("reason") == retry.reason or phase_of(status) is None:
-                return
-            message = (
-                f"Waiting for the object store: {retry.message}. Tried again every "
-                f"{retry.delay:.0f}s; nothing is lost meanwhile."
-            )
-            generation = int(obj["metadata"].get("generation") or 1)
-            new = conditions(
-                status,
-                {C.READY: ("False", retry.reason, message)},
-                generation=generation,
-                now=datetime.now(UTC),
-            )
-            updated = self.kube.replace_status(obj, new)
-            version = str(updated.get("metadata", {}).get("resourceVersion") or "")
-            if version.isdigit():
-                self._written[key] = int(version)
-            self._event(obj, "Warning", retry.reason, message)
-        except Exception as exc:  # the API server may be down too: the log said it all
-            logger.info("could not record the wait on %s/%s: %s", *key, exc)
 
     def _body(self, key: Key) -> dict[str, Any] | None:
         """The upload as last seen (watch event or our own write's answer), else a GET.
@@ -378,19 +319,9 @@ class Controller:
         (our own writes excepted, which replace it with the API server's answer).
         """
         body = self._bodies.get(key)
-        if body is not None and not self._older_than_written(key, body):
+        if body is not None and not self._recorder.older_than_written(key, body):
             return body
         return self.kube.get_upload(*key)
-
-    def _older_than_written(
-        self, key: Key, body: dict[str, Any], *, inclusive: bool = False
-    ) -> bool:
-        written = self._written.get(key)
-        version = str((body.get("metadata") or {}).get("resourceVersion") or "")
-        if written is None or not version.isdigit():
-            return False
-        # resourceVersions are opaque; etcd's are integers, which is all we rely on here.
-        return int(version) <= written if inclusive else int(version) < written
 
     def reconcile(self, key: Key) -> float | None:
         namespace, name = key
@@ -439,7 +370,7 @@ class Controller:
         if decision.job_failed and stage is not None:
             self.metrics.jobs_failed.labels(stage.value).inc()
         if decision.status != status:
-            self._write(obj, status, decision.status, now, passed=passed)
+            self._write(obj, status, decision.status, now, passed)
             if assigned is not None and stage is not None:
                 self._assigned.pop((namespace, name, stage), None)
         else:
@@ -449,7 +380,7 @@ class Controller:
                 # Terminal uploads wait for a deadline only: keep no body (see _settled).
                 self._bodies.pop(key, None)
         if decision.note is not None:
-            self._event(obj, *decision.note)
+            self._recorder.event(obj, *decision.note)
         if decision.clear_retry:
             self._bodies.pop(key, None)  # the annotation change makes it stale
             self.kube.remove_annotation(namespace, name, ANNOTATION_RETRY)
@@ -471,18 +402,14 @@ class Controller:
             self._loop.call_soon_threadsafe(self.batcher.add, decision.stage, ref)
             return decision
         if decision.action == Action.NOTIFY:
-            outcome = self._notify(obj, decision.status)
+            outcome = self._notifier.send(obj, decision.status)
             notified = replace(facts, status=decision.status, now=datetime.now(UTC))
             return after_notify(notified, self.settings, outcome)
         if decision.action == Action.DELETE_RAW:
-            return self._delete_raw(obj, facts)
+            return self._cleanup.delete_raw(obj, facts)
         if decision.action == Action.DELETE_UPLOAD:
-            logs.for_upload(logger, namespace, name).info(
-                "deleting terminal upload after %ss", self.settings.cleanup.terminal_ttl
-            )
-            self.kube.delete_upload(namespace, name)
-            results.delete(self.storage, namespace, name)
-            self._sent.pop(str(meta.get("uid")), None)
+            self._cleanup.delete_upload(namespace, name)
+            self._notifier.forget(str(meta.get("uid")))
             self.forget((namespace, name))
             return None
         return decision
@@ -502,22 +429,14 @@ class Controller:
         return state
 
     def _write(
-        self,
-        obj: dict[str, Any],
-        old: dict[str, Any],
-        new: dict[str, Any],
-        now: datetime,
-        *,
-        passed: dict[str, Any] | None = None,
+        self, obj: dict[str, Any], old: Status, new: Status, now: datetime, passed: Status | None
     ) -> None:
-        """Write ``new``; ``passed`` is a status between ``old`` and ``new`` that was
-        acted on but not written (Notifying, when the notification went out at once)."""
+        """Write ``new`` through the recorder (the status PUT, then metrics and Events of
+        the steps from ``old``, through ``passed`` if any) and keep the API server's
+        answer as the body the next reconcile starts from."""
         meta = obj["metadata"]
         key = (meta["namespace"], meta["name"])
-        updated = self.kube.replace_status(obj, new)
-        version = str(updated.get("metadata", {}).get("resourceVersion") or "")
-        if version.isdigit():
-            self._written[key] = int(version)
+        updated = self._recorder.write(obj, new)
         terminal = Phase(new["phase"]).terminal
         if terminal:
             # Only a deadline is left (see _settled): keep no body until then.
@@ -525,109 +444,6 @@ class Controller:
         else:
             # The next reconcile starts from what the API server answered: no GET needed.
             self._bodies[key] = _slim(updated)
-        self.metrics.observe(key, new.get("phase"))
-        previous = old
-        for step in (passed, new):
-            if step is not None and step.get("phase") != previous.get("phase"):
-                self.metrics.transition(
-                    previous, step, entered_at(step, Phase(step["phase"])) or now
-                )
-                # An Event per transition; the first visit's Pending is not one.
-                if previous.get("phase"):
-                    self._announce(obj, step)
-                previous = step
+        self._recorder.record(obj, old, new, now, passed=passed)
         if terminal:
-            self._sent.pop(str(meta.get("uid")), None)
-
-    def _announce(self, obj: dict[str, Any], status: dict[str, Any]) -> None:
-        phase = status["phase"]
-        ready: dict[str, Any] = next(
-            (c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {}
-        )
-        message = str(ready.get("message") or phase)
-        type_ = "Warning" if phase == Phase.FAILED else "Normal"
-        meta = obj["metadata"]
-        logs.for_upload(logger, meta["namespace"], meta["name"]).info(
-            "phase %s: %s", phase, message, extra={"phase": phase}
-        )
-        self._event(obj, type_, str(phase), message)
-
-    def _event(self, obj: dict[str, Any], type_: str, reason: str, message: str) -> None:
-        try:
-            self.kube.event(obj, type_, reason, message)
-        except Exception as exc:  # an Event is nice to have; never fail a reconcile on it
-            logger.warning("posting an Event failed: %s", exc)
-
-    # --- side effects ---
-
-    def _http(self) -> requests.Session:
-        """The worker thread's keep-alive session to PinsterApi (a new connection per
-        POST cost a handshake every time)."""
-        session: requests.Session | None = getattr(self._sessions, "session", None)
-        if session is None:
-            session = self._sessions.session = _notify.new_session(self.settings.notify)
-        return session
-
-    def _notify(self, obj: dict[str, Any], status: dict[str, Any]) -> NotifyOutcome:
-        meta = obj["metadata"]
-        name = meta["name"]
-        spec = ImageUploadSpec.from_dict(obj["spec"])
-        sent = self._sent.setdefault(str(meta.get("uid")), _Sent())
-        recorded = status.get("notification") or {}
-        settings = self.settings.notify
-        log = logs.for_upload(logger, meta["namespace"], name)
-
-        def post(path: str, body: dict[str, Any]) -> None:
-            _notify.post(
-                settings, path, body, spec=spec, idempotency_key=name, session=self._http()
-            )
-
-        kind = "approved"
-        try:
-            if is_rejected(status):
-                verdict = status.get("verdict") or {}
-                if not (sent.flagged or recorded.get("flaggedSentAt")):
-                    kind = "flagged"
-                    post(settings.flagged_path, _notify.flagged_body(spec, name, verdict))
-                    sent.flagged = True
-                    self.metrics.notifications.labels(kind, "sent").inc()
-                if settings.sns_topic_arn and not (sent.sns or recorded.get("snsMessageId")):
-                    kind = "sns"
-                    sent.sns = _notify.publish_sns(
-                        settings, _notify.sns_message(spec, name, verdict)
-                    )
-                    self.metrics.notifications.labels(kind, "sent").inc()
-            elif not sent.approved:
-                published = status.get("published") or {}
-                body = _notify.approved_body(spec, self.storage.public_url(spec.md5), published)
-                post(_notify.IMAGES_PATH, body)
-                sent.approved = True
-                self.metrics.notifications.labels(kind, "sent").inc()
-        except PinsterError as exc:
-            self.metrics.notifications.labels(kind, "failed").inc()
-            log.info("%s notification failed: %s", kind, exc.message)
-            return NotifyOutcome(
-                sent=sent.approved,
-                flagged_sent=sent.flagged,
-                sns_message_id=sent.sns,
-                error=f"{exc.reason}: {exc.message}",
-                permanent=isinstance(exc, PermanentError),
-            )
-        return NotifyOutcome(sent=sent.approved, flagged_sent=sent.flagged, sns_message_id=sent.sns)
-
-    def _delete_raw(self, obj: dict[str, Any], facts: Facts) -> Decision | None:
-        spec = ImageUploadSpec.from_dict(obj["spec"])
-        others = [
-            o
-            for o in self.kube.uploads_with_md5(spec.md5)
-            if o["metadata"].get("uid") != obj["metadata"].get("uid")
-            and not (phase_of(o.get("status") or {}) or Phase.PENDING).terminal
-        ]
-        if others:
-            # Same bytes still being processed for another imageable: keep them.
-            return Decision(facts.status, requeue_after=self.settings.poll_interval * 6)
-        self.storage.delete(Area.UPLOAD, spec.key or raw_key(spec.md5))
-        logs.for_upload(logger, obj["metadata"]["namespace"], obj["metadata"]["name"]).info(
-            "deleted raw bytes of a %s upload", (facts.status.get("phase") or "").lower()
-        )
-        return Decision(raw_deleted(facts.status, facts.now), requeue_after=0)
+            self._notifier.forget(str(meta.get("uid")))

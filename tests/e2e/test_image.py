@@ -42,6 +42,7 @@ out = {
         "pinster-images", "operator",
         PINSTER_SERVICE_URL="http://images.test", PINSTER_API_URL="http://api.test",
         PINSTER_STORAGE_BACKEND="s3", PINSTER_S3_UPLOAD_BUCKET="u", PINSTER_S3_PUBLIC_BUCKET="p",
+        PINSTER_POD_NAMESPACE="pinster",  # the chart's downward API: all it has but the key
     ),
 }
 print(json.dumps(out))
