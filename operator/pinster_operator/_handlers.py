@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -35,6 +35,8 @@ from pinster_operator._jobs import JOB_POD_SELECTOR
 logger = logging.getLogger("pinster_operator")
 
 
+#: An event's object as the controller reads it (kopf's RawBody is that dict, typed apart).
+Body = dict[str, Any]
 #: Only the Jobs this product launched, selected by the API server (not in the client).
 JOB_SELECTOR = f"{LABEL_PART_OF}={PART_OF}"
 
@@ -79,7 +81,9 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.queueing.idle_timeout = 0.1
 
 
-def build_registry() -> kopf.OperatorRegistry:
+def build_registry(controller: Controller) -> kopf.OperatorRegistry:
+    """kopf's handlers for ``controller``: the registry is all kopf needs, so the same
+    operator runs under ``kopf.run`` (cli.py) or ``kopf.testing.KopfRunner`` (tests)."""
     registry = kopf.OperatorRegistry()
 
     @kopf.on.login(registry=registry)
@@ -90,9 +94,8 @@ def build_registry() -> kopf.OperatorRegistry:
         return info or kopf.login_with_kubeconfig(**kwargs)
 
     @kopf.on.startup(registry=registry, errors=kopf.ErrorsMode.PERMANENT)
-    async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         configure(settings)
-        controller: Controller = memo["controller"]
         await wait_for_storage(controller)
         host, port = controller.settings.host, controller.settings.metrics_port
         try:
@@ -113,24 +116,24 @@ def build_registry() -> kopf.OperatorRegistry:
         )
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
-    async def upload_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-        memo["controller"].observe(event.get("type"), event["object"])
+    async def upload_event(event: kopf.RawEvent, **_: Any) -> None:
+        controller.observe(event.get("type"), cast(Body, event["object"]))
 
     @kopf.on.event("batch", "v1", "jobs", registry=registry)
-    async def job_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-        memo["controller"].job_event(event.get("type"), event["object"])
+    async def job_event(event: kopf.RawEvent, **_: Any) -> None:
+        controller.job_event(event.get("type"), cast(Body, event["object"]))
 
     @kopf.on.event("v1", "pods", registry=registry)
-    async def job_pod_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-        memo["controller"].job_pod_event(event.get("type"), event["object"])
+    async def job_pod_event(event: kopf.RawEvent, **_: Any) -> None:
+        controller.job_pod_event(event.get("type"), cast(Body, event["object"]))
 
     @kopf.on.probe(registry=registry, id="health")
-    def health(memo: kopf.Memo, **_: Any) -> dict[str, Any]:
-        return health_report(memo["controller"])
+    def health(**_: Any) -> dict[str, Any]:
+        return health_report(controller)
 
     @kopf.on.cleanup(registry=registry)
-    async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-        await memo["controller"].stop()
+    async def cleanup(**_: Any) -> None:
+        await controller.stop()
 
     return registry
 

@@ -61,18 +61,16 @@ def main(argv: list[str]) -> int:
     # and a few for Job creation and the orphan sweep.
     api.rest_client.pool_manager.connection_pool_kw["maxsize"] = settings.workers + 4
     controller = Controller(settings, Kube(api, settings.namespaces), settings.storage.open())
-    memo = kopf.Memo(controller=controller)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     liveness = f"http://{host}:{settings.health_port}/healthz" if settings.health_port else None
     _quiet_kopf(settings.log_level)
     try:
         kopf.run(
-            registry=build_registry(),
+            registry=build_registry(controller),
             standalone=True,
             clusterwide=not settings.namespaces,
             namespaces=settings.namespaces,
             liveness_endpoint=liveness,
-            memo=memo,
         )
     except Exception as exc:
         # Exit 1 with the reason: the kubelet restarts the container, and its last log

@@ -153,10 +153,10 @@ def test_a_failed_start_up_is_reported_as_the_handler_said_it() -> None:
     assert _reason(OSError("bind failed")) == "bind failed"
 
 
-def test_kopf_watches_three_kinds_and_indexes_nothing() -> None:
+def test_kopf_watches_three_kinds_and_indexes_nothing(tmp_path: Path) -> None:
     """No @kopf.index: with one, kopf holds start-up until every object is indexed, at a
     cost that grows with the square of their number (minutes of CPU for 10,000)."""
-    registry = build_registry()
+    registry = build_registry(_controller(tmp_path))
     # kopf has no public listing of a registry's handlers.
     assert list(registry._indexing.get_all_handlers()) == []
     watched = {
