@@ -106,15 +106,19 @@ class Stack:
         body: dict[str, Any] = response.json()
         return body
 
-    def post(self, data: bytes, imageable_id: str = "42") -> requests.Response:
-        """``POST /`` as a client sends it, whatever the answer."""
-        token = keys.mint(
+    def token(self, imageable_id: str) -> str:
+        """An upload token of user ``u-1`` for the Pin ``imageable_id``, as PinsterApi signs it."""
+        return keys.mint(
             self.api_private,
             issuer=self.api.url,
             audience=SERVICE_URL,
             claims={"user_id": "u-1", "imageable_type": "Pin", "imageable_id": imageable_id},
             ttl=60,
         )
+
+    def post(self, data: bytes, imageable_id: str = "42") -> requests.Response:
+        """``POST /`` as a client sends it, whatever the answer."""
+        token = self.token(imageable_id)
         uri = "data:image/jpeg;base64," + base64.b64encode(data).decode()
         return requests.post(
             f"{self.url}/",
@@ -126,13 +130,7 @@ class Stack:
     def upload_direct(self, data: bytes, imageable_id: str = "42") -> dict[str, Any]:
         """``POST /v1/uploads``, then the presigned POST to the object store, as a client
         of direct uploads does; the permit's answer."""
-        token = keys.mint(
-            self.api_private,
-            issuer=self.api.url,
-            audience=SERVICE_URL,
-            claims={"user_id": "u-1", "imageable_type": "Pin", "imageable_id": imageable_id},
-            ttl=60,
-        )
+        token = self.token(imageable_id)
         described = {
             "md5": hashlib.md5(data).hexdigest(),
             "content_type": "image/jpeg",
