@@ -277,10 +277,7 @@ class DevCluster:
         """Stop one component (an outage, in tests); ``start_component`` brings it back.
         ``status`` shows it stopped meanwhile; ``up`` would restart the whole cluster."""
         with self._lock():
-            record = _procs.read_record(paths.pid_file(self.state_dir, name))
-            if record is not None:
-                _procs.stop(record, self.stop_grace)
-            paths.pid_file(self.state_dir, name).unlink(missing_ok=True)
+            self._stop(name, _procs.read_record(paths.pid_file(self.state_dir, name)))
 
     def start_component(self, name: str) -> None:
         """Start one stopped component again, as ``up`` starts it (same ports, data)."""
@@ -414,6 +411,12 @@ class DevCluster:
             raise PermanentError(f"no devcluster in {self.state_dir} (run `devcluster up`)")
         return layout
 
+    def _stop(self, name: str, record: _procs.ProcessRecord | None) -> None:
+        """Stop one component (under the lock) and forget its pid file."""
+        if record is not None:
+            _procs.stop(record, self.stop_grace)
+        paths.pid_file(self.state_dir, name).unlink(missing_ok=True)
+
     def _running(self, name: str) -> _procs.ProcessRecord | None:
         record = _procs.read_record(paths.pid_file(self.state_dir, name))
         return record if record is not None and _procs.is_alive(record) else None
@@ -443,8 +446,7 @@ class DevCluster:
         once S3 calls are answered (bounded by ``start_timeout``; StartupError, with the
         log's last lines, otherwise)."""
         started_at = time.monotonic()
-        _procs.stop(record, self.stop_grace)
-        paths.pid_file(self.state_dir, OBJECTSTORE).unlink(missing_ok=True)
+        self._stop(OBJECTSTORE, record)
         stopped_at = time.monotonic()
         if while_stopped is not None:
             while_stopped()

@@ -256,9 +256,12 @@ class DirectUploads:
             log.warning("deleted %s: %s", key, exc.message, extra={"key": key})
             return {"outcome": "Rejected", "reason": "NotAnUpload", "message": exc.message}
         except adoption.Rejection as exc:
-            service.storage.delete(Area.UPLOAD, key)
-            message = adoption.rejection_message(exc)
-            service.uploads.report_rejection(namespace, exc.name, message)
+            name = exc.name
+            message = adoption.dispose(
+                service.storage,
+                exc,
+                lambda message: service.uploads.report_rejection(namespace, name, message),
+            )
             logs.for_upload(log, namespace, exc.name).warning(
                 "stored object rejected: %s", message, extra={"key": key, "reason": exc.reason}
             )

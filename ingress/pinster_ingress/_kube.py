@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from starlette.concurrency import run_in_threadpool
 
 from pinster_images import resource
-from pinster_images.adoption import REJECTED_EVENT_REASON
+from pinster_images.adoption import REJECTED_EVENT_REASON, parse_rejection_message
 from pinster_images.errors import PermanentError, TemporaryError
 
 
@@ -167,6 +167,6 @@ async def get(uploads: ImageUploads, namespace: str, name: str) -> dict[str, Any
 
 def parse_rejection(event: dict[str, Any]) -> dict[str, str]:
     """``reason``, ``message``, ``time`` of a rejection Event (message ``<Reason>: <why>``)."""
-    reason, _, message = str(event.get("message") or "").partition(": ")
+    reason, message = parse_rejection_message(str(event.get("message") or ""))
     time = event.get("lastTimestamp") or event.get("eventTime") or ""
     return {"reason": reason, "message": message, "time": str(time)}

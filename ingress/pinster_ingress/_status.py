@@ -45,8 +45,8 @@ def status_body(obj: dict[str, Any], storage: Storage) -> dict[str, Any]:
 def own_name(name: str, claims: Any) -> bool:
     """Whether ``name`` is of an upload by the imageable ``claims`` speak for (the name
     holds a hash of it), for uploads that exist only as a rejection Event."""
-    md5 = name[len("img-") : len("img-") + 32]
-    return resource.is_md5(md5) and name == resource.upload_name(
+    md5 = resource.md5_of_name(name)
+    return md5 is not None and name == resource.upload_name(
         md5, claims.imageable_type, claims.imageable_id
     )
 
@@ -63,7 +63,7 @@ def rejected_body(name: str, namespace: str, rejection: dict[str, str]) -> dict[
     return {
         "name": name,
         "namespace": namespace,
-        "md5": name[len("img-") : len("img-") + 32],
+        "md5": resource.md5_of_name(name),
         "phase": Phase.REJECTED.value,
         "terminal": True,
         "conditions": [condition],

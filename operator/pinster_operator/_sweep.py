@@ -32,8 +32,8 @@ from pinster_images.adoption import (
     Adoptable,
     NotAnUpload,
     Rejection,
+    dispose,
     examine,
-    rejection_message,
 )
 from pinster_images.errors import NotFoundError
 from pinster_images.storage import RAW_PREFIX, Area, Storage
@@ -147,16 +147,12 @@ class OrphanSweep:
 
     def _reject(self, key: str, rejection: Rejection, adoption: AdoptionSettings) -> None:
         namespace = adoption.namespace
-        message = rejection_message(rejection)
-        # The Event first: should the delete fail, the next sweep reports it again,
-        # where the other order could lose the only word the client gets.
-        self.kube.event(
-            resource.reference(rejection.name, namespace),
-            "Warning",
-            REJECTED_EVENT_REASON,
-            message,
+        reference = resource.reference(rejection.name, namespace)
+        message = dispose(
+            self.storage,
+            rejection,
+            lambda message: self.kube.event(reference, "Warning", REJECTED_EVENT_REASON, message),
         )
-        self.storage.delete(Area.UPLOAD, key)
         logs.for_upload(logger, namespace, rejection.name).warning(
             "stored object rejected: %s", message, extra={"key": key, "reason": rejection.reason}
         )

@@ -12,6 +12,7 @@ The upload service's event handler and the operator's adoption sweep both use th
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,4 +145,21 @@ def examine(
 
 
 def rejection_message(rejection: Rejection) -> str:
+    """What the report says: ``<Reason>: <why>`` (:func:`parse_rejection_message`)."""
     return f"{rejection.reason}: {rejection.message}; {rejection.key} deleted"
+
+
+def parse_rejection_message(message: str) -> tuple[str, str]:
+    """(reason, why) of a :func:`rejection_message`."""
+    reason, _, why = message.partition(": ")
+    return reason, why
+
+
+def dispose(storage: Storage, rejection: Rejection, report: Callable[[str], None]) -> str:
+    """Report the rejection (``report`` gets its message), then delete the object: should
+    the delete fail, the next attempt reports again, where the other order could lose
+    the only word the uploader gets. Returns the message."""
+    message = rejection_message(rejection)
+    report(message)
+    storage.delete(Area.UPLOAD, rejection.key)
+    return message

@@ -84,6 +84,12 @@ def upload_name(md5: str, imageable_type: str, imageable_id: str) -> str:
     return f"img-{md5}-{imageable}"
 
 
+def md5_of_name(name: str) -> str | None:
+    """The md5 in an :func:`upload_name`; None for another name."""
+    md5 = name.removeprefix("img-")[:32]
+    return md5 if name.startswith("img-") and is_md5(md5) else None
+
+
 def rfc3339(moment: datetime) -> str:
     """The timestamp format of Kubernetes objects (UTC, whole seconds)."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

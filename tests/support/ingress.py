@@ -13,6 +13,7 @@ from pinster_ingress import AuthSettings, IngressSettings
 from pinster_ingress._settings import DirectUploadSettings
 
 from pinster_images import keys
+from pinster_images.adoption import parse_rejection_message
 from pinster_images.errors import TemporaryError
 from pinster_images.resource import DEFAULT_THUMBNAIL_SIZES
 from pinster_images.sniff import ImageLimits
@@ -111,7 +112,7 @@ class FakeUploads:
         message = self.rejections.get((namespace, name))
         if message is None:
             return None
-        reason, _, why = message.partition(": ")
+        reason, why = parse_rejection_message(message)
         return {"reason": reason, "message": why, "time": "2026-01-01T00:00:00Z"}
 
 

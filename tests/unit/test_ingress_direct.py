@@ -360,3 +360,13 @@ def test_a_body_that_is_no_event_is_400(h: Harness, payload: Any) -> None:
         "/v1/storage-events", json=payload, headers={"Authorization": f"Bearer {TOKEN}"}
     )
     assert (response.status_code, response.json()["reason"]) == (400, "InvalidEvent")
+
+
+def test_a_rejection_that_cannot_be_reported_keeps_the_object_for_the_retry(h: Harness) -> None:
+    """Reported first, deleted after: the object store's retry finds the object again."""
+    key = h.store(images.jpeg(), md5="0" * 32)
+    h.uploads.down = True
+    assert h.event(key).status_code == 503
+    assert h.storage.exists(Area.UPLOAD, key)
+    h.uploads.down = False
+    rejected(h, key, "Md5Mismatch")
