@@ -157,3 +157,42 @@ def test_records_round_trip_and_torn_files_identify_nothing(tmp_path: Path) -> N
     assert read_record(tmp_path / "torn.pid") is None
     assert read_record(tmp_path / "absent.pid") is None
     wait_for(lambda: not is_alive(record), timeout=10, what="python exits")
+
+
+def test_an_object_store_that_dies_while_starting_is_started_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MinIO's boot can panic (an upstream race): the restart starts it again, a bounded
+    number of times, and gives up with the error when every start died."""
+    from pinster_devcluster import _cluster
+    from pinster_devcluster._procs import ProcessRecord
+
+    cluster = DevCluster(tmp_path / "state", tmp_path)
+    died = ProcessRecord(pid=1, start_time=-1)
+    spawned: list[ProcessRecord] = []
+    outcomes: list[Exception | None] = []
+
+    def spawn(layout: object, name: str) -> ProcessRecord:
+        spawned.append(died)
+        return died
+
+    def wait(layout: object, record: ProcessRecord) -> None:
+        outcome = outcomes.pop(0)
+        if outcome is not None:
+            raise outcome
+
+    monkeypatch.setattr(cluster, "_spawn", spawn)
+    monkeypatch.setattr(cluster, "_stop", lambda name, record: None)
+    monkeypatch.setattr(cluster, "_wait_for_objectstore", wait)
+    monkeypatch.setattr(_cluster._procs, "is_alive", lambda record: False)
+    layout: object = None
+
+    outcomes[:] = [_cluster.StartupError("objectstore exited during startup"), None]
+    cluster._restart_objectstore(layout, died)  # type: ignore[arg-type]
+    assert len(spawned) == 2
+
+    spawned.clear()
+    outcomes[:] = [_cluster.StartupError("objectstore exited during startup")] * 3
+    with pytest.raises(_cluster.StartupError, match="exited during startup"):
+        cluster._restart_objectstore(layout, died)  # type: ignore[arg-type]
+    assert len(spawned) == 3
