@@ -16,8 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import orjson
+
 from pinster_images import logs, results
 from pinster_images.errors import PermanentError, TemporaryError
+from pinster_images.kube import ApiReader
 from pinster_images.resource import GROUP, PLURAL, VERSION, ImageUploadSpec, Stage
 from pinster_images.storage import Storage
 
@@ -43,28 +46,26 @@ class Specs(Protocol):
 class KubeSpecs:
     """Specs read from the API server (the Job's service account may only ``get``)."""
 
-    def __init__(self, api_client: Any) -> None:
-        from kubernetes import client
-
-        self._api = client.CustomObjectsApi(api_client)
+    def __init__(self, reader: ApiReader) -> None:
+        self._reader = reader
 
     def get(self, namespace: str, name: str) -> ImageUploadSpec | None:
-        from kubernetes.client.exceptions import ApiException
+        import urllib3
 
+        what = f"reading ImageUpload {namespace}/{name}"
         try:
-            body = self._api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
+            response = self._reader.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name
+            )
+        except urllib3.exceptions.HTTPError as exc:  # connection errors after its retries
+            raise TemporaryError(f"{what}: {exc}", reason="ApiUnavailable") from exc
+        if response.status == 404:
+            return None
+        if response.status != 200:
             raise TemporaryError(
-                f"reading ImageUpload {namespace}/{name}: API server answered {exc.status}",
-                reason="ApiUnavailable",
-            ) from exc
-        except OSError as exc:  # urllib3 connection errors after its retries
-            raise TemporaryError(
-                f"reading ImageUpload {namespace}/{name}: {exc}", reason="ApiUnavailable"
-            ) from exc
-        return ImageUploadSpec.from_dict(body["spec"])
+                f"{what}: API server answered {response.status}", reason="ApiUnavailable"
+            )
+        return ImageUploadSpec.from_dict(orjson.loads(response.body)["spec"])
 
 
 @dataclass

@@ -14,6 +14,7 @@ from typing import Any
 
 from pinster_images import logs
 from pinster_images.errors import ConfigError
+from pinster_images.kube import ApiReader
 from pinster_images.resource import ImageUploadSpec, Stage
 from pinster_images.sniff import sniff
 from pinster_images.storage import Storage
@@ -104,9 +105,7 @@ def main(argv: list[str], *, specs: Specs | None = None) -> int:
         storage = settings.storage.open()
         work = stage_work(stage, settings, storage)
         if specs is None:
-            from pinster_images.kube import api_client
-
-            specs = KubeSpecs(api_client())
+            specs = KubeSpecs(ApiReader.connect())
     except ConfigError as exc:
         logging.basicConfig()
         log.error("configuration error: %s", exc.message)

@@ -59,15 +59,18 @@ FlushFn = Callable[[str, Stage, list[UploadRef]], Awaitable[None]]
 class Batcher:
     """Groups uploads per (namespace, stage); flushes when full or when the window ends.
 
-    The window starts with the first upload after a Job was started for the same key;
-    after a quiet window an upload waits only ``gather`` seconds, so a lone upload is
-    hardly delayed, while the uploads one finished Job releases together (reconciled one
-    after the other by the workers) still share the next stage's Job.
+    The window starts with the first upload after a Job was started for the same key.
+    A quiet key (no Job started within the window) flushes as soon as its uploads stop
+    coming (``SETTLE`` without a new one, ``GATHER`` at most): a lone upload is hardly
+    delayed, while the uploads one finished Job releases together (reconciled one after
+    the other by the workers, milliseconds apart) still share the next stage's Job.
     """
 
-    #: the wait of a quiet key: a fraction of a Pod's start, long enough for the
-    #: workers to bring in the rest of a finished Job's uploads
+    #: the longest wait of a quiet key: a fraction of a Pod's start
     GATHER = 0.2
+    #: a quiet key's group is complete when no upload joined it for this long: several
+    #: times the gap between two workers' reconciles of one finished Job's uploads
+    SETTLE = 0.04
 
     def __init__(self, window: float, max_size: int, flush: FlushFn) -> None:
         self.window = window
@@ -75,6 +78,8 @@ class Batcher:
         self._flush = flush
         self._groups: dict[tuple[str, Stage], list[UploadRef]] = {}
         self._timers: dict[tuple[str, Stage], asyncio.TimerHandle] = {}
+        #: a quiet key's group -> when its gathering ends at the latest (loop time)
+        self._gathering: dict[tuple[str, Stage], float] = {}
         #: (namespace, name, stage) waiting or being flushed: adding again is a no-op.
         self._members: set[tuple[str, str, Stage]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -91,18 +96,29 @@ class Batcher:
         group.append(ref)
         if len(group) >= self.max_size:
             self._start(key)
-        elif key not in self._timers:
-            loop = asyncio.get_running_loop()
-            # Leading edge: after a quiet window the first upload waits only to gather
-            # its companions; under load they batch for the whole window.
-            quiet = loop.time() - self._last_start.get(key, float("-inf")) >= self.window
-            delay = min(self.GATHER, self.window) if quiet else self.window
-            self._timers[key] = loop.call_later(delay, self._start, key)
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        timer = self._timers.get(key)
+        if timer is None:
+            if now - self._last_start.get(key, float("-inf")) >= self.window:
+                # Leading edge: a quiet key gathers only the companions arriving now.
+                self._gathering[key] = now + min(self.GATHER, self.window)
+            else:  # under load: everything that comes within the window
+                self._timers[key] = loop.call_at(now + self.window, self._start, key)
+                return
+        elif key not in self._gathering:
+            return
+        else:  # one more companion: wait a little longer for the next
+            timer.cancel()
+        at = min(now + self.SETTLE, self._gathering[key])
+        self._timers[key] = loop.call_at(at, self._start, key)
 
     def _start(self, key: tuple[str, Stage]) -> None:
         timer = self._timers.pop(key, None)
         if timer is not None:
             timer.cancel()
+        self._gathering.pop(key, None)
         group = self._groups.pop(key, [])
         if not group:
             return
@@ -126,6 +142,7 @@ class Batcher:
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
+        self._gathering.clear()
         self._groups.clear()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)

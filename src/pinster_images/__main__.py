@@ -1,5 +1,3 @@
-import sys
+from pinster_images.cli import run
 
-from pinster_images.cli import main
-
-sys.exit(main())
+run()

@@ -7,9 +7,11 @@ Each subcommand lives with its role and is imported only when used, so that
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import signal
 import sys
+from typing import NoReturn
 
 from pinster_images import __version__
 
@@ -25,6 +27,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "local Kubernetes cluster with a real node (dev, tests)",
     ),
 }
+
+
+#: Commands that end with ``os._exit`` once their output is flushed: a Job pod's
+#: process otherwise spends ~0.15 s of CPU (and of its Job's latency) tearing down the
+#: modules it imported, for nothing (the container ends with it).
+QUICK_EXIT = frozenset({"job"})
 
 
 def usage() -> str:
@@ -62,5 +70,16 @@ def _dispatch(args: list[str]) -> int:
     return result
 
 
+def run() -> NoReturn:
+    """The console script: :func:`main`, then exit (quickly for :data:`QUICK_EXIT`)."""
+    code = main()
+    if sys.argv[1:2] and sys.argv[1] in QUICK_EXIT:
+        logging.shutdown()  # flushes every handler
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
