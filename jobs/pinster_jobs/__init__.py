@@ -1,6 +1,14 @@
 """Job workloads: moderation and thumbnails for batches of ImageUploads."""
 
-from pinster_jobs._batch import EXIT_OK, EXIT_TEMPORARY, KubeSpecs, Specs, Summary, run_batch
+from pinster_jobs._batch import (
+    EXIT_OK,
+    EXIT_TEMPORARY,
+    KubeSpecs,
+    Specs,
+    Summary,
+    Upload,
+    run_batch,
+)
 from pinster_jobs._metadata import exif_orientation, strip_location
 from pinster_jobs._moderation import ApproveAll, Label, Moderator, Verdict, build_moderator
 from pinster_jobs._publish import publish, read_source
@@ -31,6 +39,7 @@ __all__ = [
     "Summary",
     "ThumbnailEngine",
     "ThumbnailSettings",
+    "Upload",
     "Verdict",
     "build_moderator",
     "exif_orientation",

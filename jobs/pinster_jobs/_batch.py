@@ -37,9 +37,17 @@ Log = logging.Logger | logging.LoggerAdapter[logging.Logger]
 Work = Callable[[ImageUploadSpec, Log], dict[str, Any]]
 
 
+@dataclass(frozen=True)
+class Upload:
+    """An ImageUpload as a Job reads it: its uid (results name it) and its spec."""
+
+    uid: str
+    spec: ImageUploadSpec
+
+
 class Specs(Protocol):
-    def get(self, namespace: str, name: str) -> ImageUploadSpec | None:
-        """The upload's spec, or None when it no longer exists."""
+    def get(self, namespace: str, name: str) -> Upload | None:
+        """The upload, or None when it no longer exists."""
         ...
 
 
@@ -49,7 +57,7 @@ class KubeSpecs:
     def __init__(self, reader: ApiReader) -> None:
         self._reader = reader
 
-    def get(self, namespace: str, name: str) -> ImageUploadSpec | None:
+    def get(self, namespace: str, name: str) -> Upload | None:
         import urllib3
 
         what = f"reading ImageUpload {namespace}/{name}"
@@ -65,7 +73,8 @@ class KubeSpecs:
             raise TemporaryError(
                 f"{what}: API server answered {response.status}", reason="ApiUnavailable"
             )
-        return ImageUploadSpec.from_dict(orjson.loads(response.body)["spec"])
+        body = orjson.loads(response.body)
+        return Upload(str(body["metadata"]["uid"]), ImageUploadSpec.from_dict(body["spec"]))
 
 
 @dataclass
@@ -119,13 +128,13 @@ def run_batch(
     for name in dict.fromkeys(uploads):
         upload_log = logs.for_upload(log, namespace, name)
         try:
-            spec = specs.get(namespace, name)
-            if spec is None:
+            upload = specs.get(namespace, name)
+            if upload is None:
                 upload_log.warning("ImageUpload no longer exists; nothing to do")
                 summary.missing.append(name)
                 continue
             try:
-                data = work(spec, upload_log)
+                data = work(upload.spec, upload_log)
                 result = results.StageResult(
                     namespace=namespace,
                     upload=name,
@@ -133,6 +142,7 @@ def run_batch(
                     job=job_name,
                     outcome="succeeded",
                     data=data,
+                    uid=upload.uid,
                 )
             except TemporaryError:
                 raise
@@ -146,6 +156,7 @@ def run_batch(
                     outcome="failed",
                     reason=exc.reason,
                     message=exc.message,
+                    uid=upload.uid,
                 )
             results.write(storage, result)
         except TemporaryError as exc:

@@ -345,6 +345,8 @@ class Controller:
                 job = self._job_state(namespace, job_name)
                 if job.status != "running":
                     result = results.read(self.storage, namespace, name, stage)
+                    if result is not None and not result.is_for(str(meta.get("uid", ""))):
+                        result = None  # an earlier ImageUpload's of this name: not ours
                     if result is not None:
                         job = None
         assigned = self._assigned.get((namespace, name, stage)) if stage else None

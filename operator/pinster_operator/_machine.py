@@ -71,7 +71,7 @@ class Decision:
     stage: Stage | None = None
     #: Seconds until the upload should be looked at again (None: only on events).
     requeue_after: float | None = None
-    #: Stage results to delete before acting (stale ones: first visit, retry).
+    #: Stage results to delete before acting (stale ones: a retry's).
     clear_results: tuple[Stage, ...] = ()
     clear_retry: bool = False
     #: A Warning Event worth emitting besides the phase change (type, reason, message).
@@ -121,11 +121,12 @@ def decide(f: Facts, s: OperatorSettings) -> Decision:
         return Decision(f.status, clear_retry=True)
     if phase is None:
         # Straight to the batcher: the moderation Job's window starts with the first visit.
+        # (Results an earlier ImageUpload of this name left are not deleted here: the
+        # controller ignores results naming another uid.)
         return Decision(
             initial(generation=f.generation, now=f.now),
             Action.ENQUEUE,
             Stage.MODERATION,
-            clear_results=tuple(Stage),
             requeue_after=s.poll_interval,
         )
     stage = stage_of(phase)

@@ -4,6 +4,9 @@ A pod's termination message holds only 4 KiB, too little for a batch, and is los
 the pod. Instead each Job writes ``results/<namespace>/<upload>/<stage>.json`` into the
 upload area of the object store, tagged with the Job's name; the operator reads it when
 the Job finishes (also after its own restart) and stays the only writer of status.
+A record names the ImageUpload's uid the Job read: one left by an earlier ImageUpload of
+the same name (deleted, then uploaded again) is not this one's, and is ignored rather
+than deleted up front (two DELETEs per upload).
 """
 
 from __future__ import annotations
@@ -44,6 +47,13 @@ class StageResult:
     message: str = ""
     data: dict[str, Any] = field(default_factory=dict)
     finished_at: str = field(default_factory=now_rfc3339)
+    #: the ImageUpload's ``metadata.uid`` when the Job read it ("" from Jobs before it)
+    uid: str = ""
+
+    def is_for(self, uid: str) -> bool:
+        """Whether this result is about the ImageUpload with ``uid`` (a record without
+        one, written by an older Job image, is taken as it always was)."""
+        return not self.uid or self.uid == uid
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode()

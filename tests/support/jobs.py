@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
+from pinster_jobs import Upload
+
 from pinster_images.resource import (
     DEFAULT_THUMBNAIL_SIZES,
     ImageUploadSpec,
@@ -53,13 +55,14 @@ def stage_upload(
 
 
 class DictSpecs:
-    """The ``Specs`` protocol over a dict: (namespace, name) -> spec."""
+    """The ``Specs`` protocol over a dict: (namespace, name) -> upload (uid ``uid-<name>``
+    unless given)."""
 
     def __init__(self) -> None:
-        self.specs: dict[tuple[str, str], ImageUploadSpec] = {}
+        self.specs: dict[tuple[str, str], Upload] = {}
 
-    def add(self, namespace: str, name: str, spec: ImageUploadSpec) -> None:
-        self.specs[(namespace, name)] = spec
+    def add(self, namespace: str, name: str, spec: ImageUploadSpec, uid: str = "") -> None:
+        self.specs[(namespace, name)] = Upload(uid or f"uid-{name}", spec)
 
-    def get(self, namespace: str, name: str) -> ImageUploadSpec | None:
+    def get(self, namespace: str, name: str) -> Upload | None:
         return self.specs.get((namespace, name))

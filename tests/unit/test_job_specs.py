@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import urllib3
-from pinster_jobs import KubeSpecs
+from pinster_jobs import KubeSpecs, Upload
 
 from pinster_images import kube
 from pinster_images.errors import TemporaryError
@@ -31,6 +31,7 @@ SPEC = ImageUploadSpec(
     height=1,
     uploader=Uploader("7", "Pin", "1"),
 )
+BODY = json.dumps({"metadata": {"uid": "u-1"}, "spec": SPEC.to_dict()}).encode()
 PATH = f"/apis/{GROUP}/{VERSION}/namespaces/team/{PLURAL}/"
 
 
@@ -74,13 +75,13 @@ def reader(url: str, token: str | None = "t0k3n") -> kube.ApiReader:
 
 
 def test_a_spec_is_read_with_the_token(route: ApiRoute) -> None:
-    route.answers["one"] = (200, json.dumps({"spec": SPEC.to_dict()}).encode())
-    assert KubeSpecs(reader(route.url)).get("team", "one") == SPEC
+    route.answers["one"] = (200, BODY)
+    assert KubeSpecs(reader(route.url)).get("team", "one") == Upload("u-1", SPEC)
     assert route.seen == [(PATH + "one", "Bearer t0k3n")]
 
 
 def test_no_token_sends_no_authorization(route: ApiRoute) -> None:
-    route.answers["one"] = (200, json.dumps({"spec": SPEC.to_dict()}).encode())
+    route.answers["one"] = (200, BODY)
     KubeSpecs(reader(route.url, token=None)).get("team", "one")
     assert route.seen == [(PATH + "one", None)]
 
@@ -115,8 +116,8 @@ def test_the_kubeconfig_token_is_sent_without_its_scheme(tmp_path: Path, route: 
     }
     path = tmp_path / "kubeconfig"
     path.write_text(json.dumps(config))
-    route.answers["one"] = (200, json.dumps({"spec": SPEC.to_dict()}).encode())
-    assert KubeSpecs(kube.ApiReader.connect(str(path))).get("team", "one") == SPEC
+    route.answers["one"] = (200, BODY)
+    assert KubeSpecs(kube.ApiReader.connect(str(path))).get("team", "one") == Upload("u-1", SPEC)
     assert route.seen == [(PATH + "one", "Bearer from-kubeconfig")]
 
 

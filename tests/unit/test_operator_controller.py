@@ -68,15 +68,17 @@ def phase(kube: FakeKube, name: str) -> str | None:
 
 
 def work(
-    kube: FakeKube, storage: DirectoryStorage, stage: Stage, data: dict[str, Any]
+    kube: FakeKube, storage: DirectoryStorage, stage: Stage, data: dict[str, Any], uid: str = ""
 ) -> list[str]:
-    """Play the Jobs of ``stage``: write a result per upload, mark them Complete."""
+    """Play the Jobs of ``stage``: write a result per upload (naming ``uid`` if given),
+    mark them Complete."""
     done = []
     for name, job in kube.jobs.items():
         if job["metadata"]["labels"]["images.pinster.io/stage"] != stage or job.get("status"):
             continue
         for upload in uploads_of(job):
-            results.write(storage, StageResult(NS, upload, stage, name, "succeeded", data=data))
+            written = StageResult(NS, upload, stage, name, "succeeded", data=data, uid=uid)
+            results.write(storage, written)
         kube.finish(name)
         done.append(name)
     return done
@@ -252,3 +254,36 @@ def test_retry_annotation_redrives_a_failed_upload(tmp_path: Path, api: PinsterA
     # The stale failed result was cleared, and the new Job is a different one.
     assert results.read(storage, NS, "img-f", Stage.MODERATION) is None
     assert len(kube.jobs) == 2
+
+
+def test_results_of_an_earlier_upload_of_the_same_name_are_ignored(
+    tmp_path: Path, api: PinsterApi
+) -> None:
+    """Deleted, then uploaded again: the new ImageUpload has the old one's name, and the
+    old one's results are still stored. They name another uid: not read as this one's
+    (nor deleted up front); this one's Job writes its own over them."""
+    kube, storage = FakeKube(), DirectoryStorage(tmp_path, "http://cdn.test")
+    kube.add_upload("img-again", "d" * 32)
+    for stage, data in ((Stage.MODERATION, {}), (Stage.THUMBNAIL, PUBLISHED)):
+        old = StageResult(NS, "img-again", stage, "old-job", "failed", reason="CorruptImage")
+        old.uid, old.data = "uid-of-the-deleted-one", data
+        results.write(storage, old)
+
+    async def script(c: Controller) -> None:
+        c.observe("ADDED", kube.get_upload(NS, "img-again") or {})
+        await until(lambda: phase(kube, "img-again") == "Moderating")
+        [job] = kube.jobs
+        kube.finish(job)  # finished without writing a result for this upload
+        c.wake(NS, ["img-again"])
+        await until(lambda: "NoResult" in [e[2] for e in kube.events])
+        assert phase(kube, "img-again") == "Moderating"  # a new Job, not CorruptImage
+        await until(lambda: len(kube.jobs) == 2)
+        for job in work(kube, storage, Stage.MODERATION, APPROVED, uid="uid-img-again"):
+            c.wake(NS, uploads_of(kube.jobs[job]))
+        await until(lambda: "thumbnail" in kube.uploads["img-again"]["status"].get("jobs", {}))
+        for job in work(kube, storage, Stage.THUMBNAIL, PUBLISHED, uid="uid-img-again"):
+            c.wake(NS, uploads_of(kube.jobs[job]))
+        await until(lambda: phase(kube, "img-again") == "Ready")
+
+    run(kube, storage, api, script)
+    assert [r.status for r in api.all()] == [201]

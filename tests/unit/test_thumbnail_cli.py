@@ -131,6 +131,7 @@ def test_public_surface_is_pinned() -> None:
             "Geometry",
             "JobSettings",
             "KubeSpecs",
+            "Upload",
             "Label",
             "ModerationSettings",
             "Moderator",

@@ -165,8 +165,8 @@ def test_broken_uploads_fail_alone_while_the_batch_succeeds(
     lying = results.read(storage, "ns", "lying", Stage.THUMBNAIL)
     assert lying is not None and "cannot be decoded" in lying.message
     # A broken upload is never published and keeps its raw object for inspection.
-    assert storage.head(Area.UPLOAD, specs.specs[("ns", "bomb")].key) is not None
-    assert storage.head(Area.PUBLIC, specs.specs[("ns", "bomb")].md5) is None
+    assert storage.head(Area.UPLOAD, specs.specs[("ns", "bomb")].spec.key) is not None
+    assert storage.head(Area.PUBLIC, specs.specs[("ns", "bomb")].spec.md5) is None
     assert "2 succeeded, 3 failed, 1 gone" in summary.message()
 
 
