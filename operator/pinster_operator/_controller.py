@@ -349,7 +349,11 @@ class Controller:
                         result = None  # an earlier ImageUpload's of this name: not ours
                     if result is not None:
                         job = None
-        assigned = self._assigned.get((namespace, name, stage)) if stage else None
+        assigned = {
+            st: self._assigned[(namespace, name, st)]
+            for st in Stage
+            if (namespace, name, st) in self._assigned
+        }
         facts = Facts(
             name=name,
             generation=int(meta.get("generation") or 1),
@@ -358,7 +362,7 @@ class Controller:
             retry_requested=ANNOTATION_RETRY in (meta.get("annotations") or {}),
             result=result,
             job=job,
-            assigned_job=assigned,
+            assigned=assigned,
         )
         decision = decide(facts, self.settings)
         for cleared in decision.clear_results:
@@ -373,8 +377,10 @@ class Controller:
             self.metrics.jobs_failed.labels(stage.value).inc()
         if decision.status != status:
             self._write(obj, status, decision.status, now, passed)
-            if assigned is not None and stage is not None:
-                self._assigned.pop((namespace, name, stage), None)
+            recorded = decision.status.get("jobs") or {}
+            for assigned_stage, assigned_job in assigned.items():
+                if recorded.get(assigned_stage.value) == assigned_job:
+                    self._assigned.pop((namespace, name, assigned_stage), None)
         else:
             self.metrics.observe(key, status.get("phase"))
             phase = phase_of(status)

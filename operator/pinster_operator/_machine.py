@@ -12,6 +12,7 @@ comes back after ``requeue_after``. Nothing here does I/O, so every rule is unit
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -60,8 +61,9 @@ class Facts:
     result: StageResult | None = None
     #: The state of the Job named in ``status.jobs[<stage>]``.
     job: JobState | None = None
-    #: A Job the batcher created (or found) for this upload, not yet in the status.
-    assigned_job: str | None = None
+    #: Jobs the batcher created (or found) for this upload, not yet in the status, by
+    #: stage (the next stage's while the current one's result waits for it).
+    assigned: Mapping[Stage, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -147,27 +149,10 @@ def _stage_step(f: Facts, s: OperatorSettings, stage: Stage) -> Decision:
     current = jobs.get(stage.value)
     poll = s.poll_interval
     if current is None:
-        if f.assigned_job is None:
+        assigned = f.assigned.get(stage)
+        if assigned is None:
             return Decision(f.status, Action.ENQUEUE, stage, requeue_after=poll)
-        new = dict(f.status)
-        _sub(new, "jobs")[stage.value] = f.assigned_job
-        attempts = _sub(new, "attempts")
-        attempts[stage.value] = int(attempts.get(stage.value, 0)) + 1
-        new = enter(new, STAGE_PHASE[stage], generation=f.generation, now=f.now)
-        message = (
-            f"{stage.value.capitalize()} Job {f.assigned_job} is running "
-            f"(attempt {attempts[stage.value]} of {s.jobs.attempts})."
-        )
-        new = conditions(
-            new,
-            {
-                STAGE_CONDITION[stage]: ("Unknown", "InProgress", message),
-                C.READY: ("False", STAGE_PHASE[stage].value, message),
-            },
-            generation=f.generation,
-            now=f.now,
-        )
-        return Decision(new, requeue_after=poll)
+        return Decision(_running(dict(f.status), f, s, stage, assigned), requeue_after=poll)
     job = f.job
     if job is None or job.status == "running":
         return Decision(f.status, requeue_after=poll)
@@ -207,6 +192,28 @@ def _stage_step(f: Facts, s: OperatorSettings, stage: Stage) -> Decision:
         now=f.now,
     )
     return Decision(new, requeue_after=0, job_failed=job.status != "succeeded")
+
+
+def _running(new: Status, f: Facts, s: OperatorSettings, stage: Stage, job: str) -> Status:
+    """``new`` with ``job`` recorded as the stage's Job (one more attempt), in the
+    stage's phase, its condition saying so."""
+    _sub(new, "jobs")[stage.value] = job
+    attempts = _sub(new, "attempts")
+    attempts[stage.value] = int(attempts.get(stage.value, 0)) + 1
+    new = enter(new, STAGE_PHASE[stage], generation=f.generation, now=f.now)
+    message = (
+        f"{stage.value.capitalize()} Job {job} is running "
+        f"(attempt {attempts[stage.value]} of {s.jobs.attempts})."
+    )
+    return conditions(
+        new,
+        {
+            STAGE_CONDITION[stage]: ("Unknown", "InProgress", message),
+            C.READY: ("False", STAGE_PHASE[stage].value, message),
+        },
+        generation=f.generation,
+        now=f.now,
+    )
 
 
 def _wait_for_storage(f: Facts, s: OperatorSettings, stage: Stage, job: JobState) -> Decision:
@@ -271,18 +278,22 @@ def _apply_result(f: Facts, s: OperatorSettings, stage: Stage, result: StageResu
                 now=now,
             )
             return Decision(new, Action.NOTIFY)
-        new = enter(new, Phase.THUMBNAILING, generation=g, now=now)
+        job = f.assigned.get(Stage.THUMBNAIL)
+        if job is None:
+            # Nothing is written until the thumbnail Job exists: the verdict, Thumbnailing
+            # and its Job then go in one write (one write and one watch event fewer per
+            # upload); the result is read again then.
+            return Decision(
+                f.status, Action.ENQUEUE, Stage.THUMBNAIL, requeue_after=s.poll_interval
+            )
         new = conditions(
             new,
-            {
-                C.MODERATED: ("True", "Approved", f"Approved: {summary}"),
-                C.THUMBNAILS_READY: ("Unknown", "Waiting", "Waiting for a thumbnail Job."),
-                C.READY: ("False", "Thumbnailing", "Approved; making thumbnails."),
-            },
+            {C.MODERATED: ("True", "Approved", f"Approved: {summary}")},
             generation=g,
             now=now,
         )
-        return Decision(new, Action.ENQUEUE, Stage.THUMBNAIL, requeue_after=s.poll_interval)
+        new = _running(new, f, s, Stage.THUMBNAIL, job)
+        return Decision(new, requeue_after=s.poll_interval)
     published = dict(result.data)
     new["published"] = published
     count = int(published.get("thumbnailCount", len(published.get("thumbnails") or [])))

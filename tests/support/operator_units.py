@@ -55,9 +55,7 @@ def facts(status: dict[str, Any] | None = None, seconds: float = 0, **kw: Any) -
 
 
 def later(f: Facts, status: dict[str, Any], seconds: float, **kw: Any) -> Facts:
-    return replace(
-        f, status=status, now=at(seconds), result=None, job=None, assigned_job=None, **kw
-    )
+    return replace(f, status=status, now=at(seconds), result=None, job=None, assigned={}, **kw)
 
 
 def spec() -> ImageUploadSpec:

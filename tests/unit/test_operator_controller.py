@@ -133,9 +133,10 @@ def test_batch_of_uploads_to_ready_with_one_post_each(tmp_path: Path, api: Pinst
     assert accepted[0].body["data"]["storage_location_uri"].startswith("http://cdn.test/")
     reasons = [e[2] for e in kube.events if e[0] == "img-0"]
     assert reasons == ["Moderating", "Thumbnailing", "Notifying", "Ready"]
-    # Pending, Moderating, Thumbnailing, its Job, then Ready: Notifying is passed
-    # through in the write that records the thumbnails, as the POST went out at once.
-    assert set(kube.writes.values()) == {5}
+    # Pending, Moderating with its Job, Thumbnailing with its Job (the verdict waits for
+    # it), then Ready: Notifying is passed through in the write that records the
+    # thumbnails, as the POST went out at once.
+    assert set(kube.writes.values()) == {4}
     # Each reconcile starts from the watch event or the answer to our own write; only
     # the decision retaken after the 409 reads the upload again.
     assert kube.gets == 1

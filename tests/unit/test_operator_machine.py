@@ -32,15 +32,18 @@ def phases(status: dict[str, Any]) -> list[str]:
 
 def moderating() -> dict[str, Any]:
     pending = decide(facts(), S).status
-    return decide(facts(pending, 1, assigned_job="pinster-mod-1"), S).status
+    return decide(facts(pending, 1, assigned={Stage.MODERATION: "pinster-mod-1"}), S).status
 
 
 def notifying(verdict: dict[str, Any] = APPROVED) -> dict[str, Any]:
     status = moderating()
-    status = decide(facts(status, 2, result=result(Stage.MODERATION, verdict)), S).status
+    moderated = result(Stage.MODERATION, verdict)
+    status = decide(facts(status, 2, result=moderated), S).status
     if verdict["decision"] == "Rejected":
         return status
-    status = decide(facts(status, 3, assigned_job="pinster-thumb-1"), S).status
+    assert status["phase"] == "Moderating"  # until the thumbnail Job exists
+    thumb = {Stage.THUMBNAIL: "pinster-thumb-1"}
+    status = decide(facts(status, 3, result=moderated, assigned=thumb), S).status
     return decide(facts(status, 4, result=result(Stage.THUMBNAIL, PUBLISHED)), S).status
 
 
@@ -84,15 +87,24 @@ def test_running_job_changes_nothing() -> None:
     assert d.status == status and d.action == Action.NONE and d.requeue_after == 7
 
 
-def test_approved_goes_to_thumbnailing() -> None:
-    d = decide(facts(moderating(), 2, result=result(Stage.MODERATION, APPROVED)), S)
-    assert d.status["phase"] == "Thumbnailing"
+def test_approved_goes_to_thumbnailing_with_its_job_in_one_write() -> None:
+    status = moderating()
+    approved = result(Stage.MODERATION, APPROVED)
+    d = decide(facts(status, 2, result=approved), S)
+    # Nothing to write until the thumbnail Job exists: the batcher is asked for one.
+    assert d.status == status
+    assert (d.action, d.stage, d.requeue_after) == (Action.ENQUEUE, Stage.THUMBNAIL, 7)
+    thumb = {Stage.THUMBNAIL: "pinster-thumb-1"}
+    d = decide(facts(status, 3, result=approved, assigned=thumb), S)
+    assert d.status["phase"] == "Thumbnailing" and d.action == Action.NONE
     assert d.status["verdict"]["decision"] == "Approved"
     assert cond(d.status, "Moderated")["status"] == "True"
     assert cond(d.status, "Moderated")["reason"] == "Approved"
-    assert (d.action, d.stage) == (Action.ENQUEUE, Stage.THUMBNAIL)
-    then = decide(facts(d.status, 3), S)
-    assert (then.action, then.stage) == (Action.ENQUEUE, Stage.THUMBNAIL)
+    assert d.status["jobs"] == {"moderation": "pinster-mod-1", "thumbnail": "pinster-thumb-1"}
+    assert d.status["attempts"] == {"moderation": 1, "thumbnail": 1}
+    assert cond(d.status, "ThumbnailsReady")["reason"] == "InProgress"
+    assert "pinster-thumb-1 is running (attempt 1 of 2)" in cond(d.status, "Ready")["message"]
+    assert phases(d.status) == ["Pending", "Moderating", "Thumbnailing"]
 
 
 def test_rejected_skips_thumbnails_and_sends_flagged_notice() -> None:
@@ -126,7 +138,7 @@ def test_failed_job_is_retried_then_fails_with_the_job_reason() -> None:
     assert "moderation" not in d.status["jobs"]
     assert d.job_failed and d.note is not None and d.note[1] == "BackoffLimitExceeded"
     assert cond(d.status, "Moderated")["reason"] == "Retrying"
-    second = decide(facts(d.status, 11, assigned_job="pinster-mod-2"), S).status
+    second = decide(facts(d.status, 11, assigned={Stage.MODERATION: "pinster-mod-2"}), S).status
     assert second["attempts"]["moderation"] == 2
     final = decide(
         facts(
@@ -166,7 +178,9 @@ def test_a_job_failed_by_the_object_store_is_no_attempt_and_the_upload_waits() -
         # The next look asks for a new Job; with it, the stage goes on as before.
         again = decide(facts(d.status, 11 + attempt * 20), S)
         assert (again.action, again.stage) == (Action.ENQUEUE, Stage.MODERATION)
-        status = decide(facts(d.status, 12 + attempt * 20, assigned_job="pinster-mod-1"), S).status
+        status = decide(
+            facts(d.status, 12 + attempt * 20, assigned={Stage.MODERATION: "pinster-mod-1"}), S
+        ).status
     # A pod that failed for the upload's own reasons still counts.
     assert storage_trouble("retry img-1: ModerationUnavailable: throttled") == ""
     assert storage_trouble("thumbnail: 3 succeeded\nfailed img-2: CorruptImage: bad") == ""
@@ -182,8 +196,9 @@ def test_a_result_entering_notifying_asks_for_the_notification_at_once() -> None
     status = moderating()
     rejected = decide(facts(status, 2, result=result(Stage.MODERATION, REJECTED)), S)
     assert (rejected.status["phase"], rejected.action) == ("Notifying", Action.NOTIFY)
-    approved = decide(facts(status, 2, result=result(Stage.MODERATION, APPROVED)), S)
-    thumbnailing = decide(facts(approved.status, 3, assigned_job="pinster-thumb-1"), S).status
+    moderated = result(Stage.MODERATION, APPROVED)
+    thumb = {Stage.THUMBNAIL: "pinster-thumb-1"}
+    thumbnailing = decide(facts(status, 3, result=moderated, assigned=thumb), S).status
     published = decide(facts(thumbnailing, 4, result=result(Stage.THUMBNAIL, PUBLISHED)), S)
     assert (published.status["phase"], published.action) == ("Notifying", Action.NOTIFY)
     # What the controller then writes: Notifying is in the history, Ready is the phase.
@@ -336,9 +351,15 @@ def test_no_decision_changes_the_status_it_started_from() -> None:
     status: dict[str, Any] = {}
     steps: list[tuple[dict[str, Any], Any]] = [
         ({}, None),
-        ({"assigned_job": "pinster-mod-1"}, None),
+        ({"assigned": {Stage.MODERATION: "pinster-mod-1"}}, None),
         ({"result": result(Stage.MODERATION, APPROVED)}, None),
-        ({"assigned_job": "pinster-thumb-1"}, None),
+        (
+            {
+                "result": result(Stage.MODERATION, APPROVED),
+                "assigned": {Stage.THUMBNAIL: "pinster-thumb-1"},
+            },
+            None,
+        ),
         ({"result": result(Stage.THUMBNAIL, PUBLISHED)}, NotifyOutcome(error="x: 503")),
         ({}, NotifyOutcome(sent=True)),
     ]
