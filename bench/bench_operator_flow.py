@@ -235,6 +235,27 @@ def cpu_breakdown(cluster: Any) -> dict[str, float]:
     return found
 
 
+def reconciles(api: Any, namespace: str, pod: str) -> dict[str, float]:
+    """The operator's ``pinster_reconciles_total`` by result, from its metrics port."""
+    import re
+    import urllib.request
+
+    from kubernetes import client
+
+    found = client.CoreV1Api(api).read_namespaced_pod(pod, namespace)
+    port = next(
+        p.container_port
+        for c in found.spec.containers
+        for p in c.ports or []
+        if p.name == "metrics"
+    )
+    url = f"http://{found.status.pod_ip}:{port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        text = answer.read().decode()
+    pattern = r'^pinster_reconciles_total\{result="(\w+)"\} ([0-9.e+]+)$'
+    return {m[1]: float(m[2]) for m in re.finditer(pattern, text, re.MULTILINE)}
+
+
 def _safe(read: Any, pid: int) -> float:
     try:
         return float(read(pid))
@@ -306,6 +327,7 @@ def run(cluster: Any, uploads: int, latency_runs: int, work: Path) -> None:
             latencies.append(time.monotonic() - started)
         timeline = trace_one(api, bench, namespace)
         cpu_before = container_cpu_seconds(api, namespace, operator_pod)
+        reconciles_before = reconciles(api, namespace, operator_pod)
         machine_before = cpu_breakdown(cluster)
         started = time.monotonic()
         with ThreadPoolExecutor(16) as pool:
@@ -321,6 +343,10 @@ def run(cluster: Any, uploads: int, latency_runs: int, work: Path) -> None:
             )
         )
         cpu = user + system
+        reconciled = {
+            result: count - reconciles_before.get(result, 0.0)
+            for result, count in reconciles(api, namespace, operator_pod).items()
+        }
         jobs = client.BatchV1Api(api).list_namespaced_job(namespace).items
         accepted = len(pinster_api.accepted("/v1/images/"))
         sizes = batch_sizes(jobs)
@@ -350,6 +376,11 @@ def run(cluster: Any, uploads: int, latency_runs: int, work: Path) -> None:
     print(
         f"operator CPU: {cpu:.2f} s (user {user:.2f}, system {system:.2f}), "
         f"{cpu / uploads * 1000:.2f} ms per upload (target < 10 ms)"
+    )
+    print(
+        f"operator reconciles: {sum(reconciled.values()) / uploads:.1f} per upload ("
+        + ", ".join(f"{result} {count / uploads:.1f}" for result, count in reconciled.items())
+        + ")"
     )
     print(f"PinsterApi POSTs accepted: {accepted} (expected {uploads + latency_runs})")
     print(f"where the CPU went while they ran ({total:.0f} s x {os.cpu_count()} cores):")

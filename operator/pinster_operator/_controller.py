@@ -294,8 +294,9 @@ class Controller:
     def _reconcile_safely(self, key: Key) -> float | None:
         log = logs.for_upload(logger, *key)
         try:
-            return self.reconcile(key)
+            delay = self.reconcile(key)
         except Exception as exc:
+            self.metrics.reconciles.labels("error").inc()
             self._bodies.pop(key, None)  # start from a fresh GET next time
             retry = classify(exc)
             level = logging.ERROR if retry.permanent else logging.INFO
@@ -310,6 +311,8 @@ class Controller:
             if retry.reason.startswith("Storage"):
                 self._recorder.report_waiting(key, retry)
             return retry.delay
+        self.metrics.reconciles.labels("done" if delay is None else "requeued").inc()
+        return delay
 
     def _body(self, key: Key) -> dict[str, Any] | None:
         """The upload as last seen (watch event or our own write's answer), else a GET.

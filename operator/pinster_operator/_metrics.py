@@ -49,6 +49,14 @@ class Metrics:
             ["kind", "outcome"],
             registry=self.registry,
         )
+        self.reconciles = Counter(
+            "pinster_reconciles",
+            "Reconciles run, by result: done, requeued (a timed look again) or error.",
+            ["result"],
+            registry=self.registry,
+        )
+        for result in ("done", "requeued", "error"):
+            self.reconciles.labels(result)
         self._phases: dict[tuple[str, str], str] = {}
         self._phases_lock = threading.Lock()
         for phase in Phase:

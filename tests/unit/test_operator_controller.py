@@ -106,6 +106,9 @@ def test_batch_of_uploads_to_ready_with_one_post_each(tmp_path: Path, api: Pinst
         kube.conflict_next_write = True  # a concurrent writer: the decision is retaken
         work(kube, storage, Stage.THUMBNAIL, PUBLISHED)  # no wake: the poll finds it
         await until(lambda: all(phase(kube, n) == "Ready" for n in names))
+        counted = c.metrics.registry.get_sample_value
+        assert counted("pinster_reconciles_total", {"result": "error"}) == 1  # the 409
+        assert (counted("pinster_reconciles_total", {"result": "requeued"}) or 0) >= len(names)
 
     run(kube, storage, api, script, PINSTER_BATCH_MAX="3")
     # At most 3 per Job, every upload in exactly one Job per stage, and some sharing.
