@@ -218,3 +218,38 @@ def test_batcher_groups_by_window_and_size() -> None:
         await batcher.close()
 
     asyncio.run(scenario())
+
+
+def test_a_quiet_key_flushes_once_no_companion_comes() -> None:
+    """A quiet key's batch is due ``SETTLE`` after its last upload, ``GATHER`` after its
+    first at the latest; under load, a window after its first (read off its timer)."""
+
+    async def noop(namespace: str, stage: Stage, group: list[UploadRef]) -> None:
+        return None
+
+    class LongSettle(Batcher):
+        SETTLE = 60.0  # longer than GATHER: the cap decides
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        key = ("a", Stage.THUMBNAIL)
+        batcher = Batcher(window=1.0, max_size=50, flush=noop)
+        first = loop.time()
+        batcher.add(Stage.THUMBNAIL, UploadRef("a", "t0", "t"))
+        assert batcher._timers[key].when() - first <= Batcher.SETTLE + 0.01
+        batcher.add(Stage.THUMBNAIL, UploadRef("a", "t1", "t"))  # a companion: later
+        assert batcher._timers[key].when() - first >= Batcher.SETTLE
+        batcher._start(key)  # flushed: the key is under load for a window now
+        started = loop.time()
+        batcher.add(Stage.THUMBNAIL, UploadRef("a", "late", "t"))
+        assert batcher._timers[key].when() - started >= batcher.window - 0.01
+        await batcher.close()
+
+        capped = LongSettle(window=1.0, max_size=50, flush=noop)
+        first = loop.time()
+        capped.add(Stage.THUMBNAIL, UploadRef("a", "t0", "t"))
+        capped.add(Stage.THUMBNAIL, UploadRef("a", "t1", "t"))
+        assert capped._timers[key].when() <= first + Batcher.GATHER + 0.01
+        await capped.close()
+
+    asyncio.run(scenario())
