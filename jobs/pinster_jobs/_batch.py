@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
+import urllib3
 
 from pinster_images import logs, results
 from pinster_images.errors import PermanentError, TemporaryError
@@ -58,8 +59,6 @@ class KubeSpecs:
         self._reader = reader
 
     def get(self, namespace: str, name: str) -> Upload | None:
-        import urllib3
-
         what = f"reading ImageUpload {namespace}/{name}"
         try:
             response = self._reader.get_namespaced_custom_object(

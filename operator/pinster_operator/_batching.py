@@ -99,18 +99,16 @@ class Batcher:
             return
         loop = asyncio.get_running_loop()
         now = loop.time()
-        timer = self._timers.get(key)
-        if timer is None:
-            if now - self._last_start.get(key, float("-inf")) >= self.window:
-                # Leading edge: a quiet key gathers only the companions arriving now.
-                self._gathering[key] = now + min(self.GATHER, self.window)
-            else:  # under load: everything that comes within the window
-                self._timers[key] = loop.call_at(now + self.window, self._start, key)
-                return
-        elif key not in self._gathering:
+        if key in self._gathering:  # one more companion: wait a little longer for the next
+            self._timers[key].cancel()
+        elif key in self._timers:  # under load: the window's timer stands
             return
-        else:  # one more companion: wait a little longer for the next
-            timer.cancel()
+        elif now - self._last_start.get(key, float("-inf")) >= self.window:
+            # Leading edge: a quiet key gathers only the companions arriving now.
+            self._gathering[key] = now + min(self.GATHER, self.window)
+        else:  # under load: everything that comes within the window
+            self._timers[key] = loop.call_at(now + self.window, self._start, key)
+            return
         at = min(now + self.SETTLE, self._gathering[key])
         self._timers[key] = loop.call_at(at, self._start, key)
 
