@@ -3,10 +3,7 @@
 from pinster_jobs._batch import (
     EXIT_OK,
     EXIT_TEMPORARY,
-    KubeSpecs,
-    Specs,
     Summary,
-    Upload,
     run_batch,
 )
 from pinster_jobs._metadata import exif_orientation, strip_location
@@ -29,17 +26,14 @@ __all__ = [
     "ApproveAll",
     "Geometry",
     "JobSettings",
-    "KubeSpecs",
     "Label",
     "ModerationSettings",
     "Moderator",
     "Rendition",
     "Source",
-    "Specs",
     "Summary",
     "ThumbnailEngine",
     "ThumbnailSettings",
-    "Upload",
     "Verdict",
     "build_moderator",
     "exif_orientation",

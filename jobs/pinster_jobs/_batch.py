@@ -1,28 +1,24 @@
 """Running one stage over a batch of uploads and reporting a result for each.
 
-Per upload: read its spec, do the work, write one StageResult. A permanent failure
-(broken file, bomb) becomes that upload's ``failed`` result and the batch goes on;
-temporary trouble writes nothing for that upload and makes the pod exit 75
-(EX_TEMPFAIL) at the end, so the Job's backoffLimit retries the batch, whose finished
-uploads are then cheap no-ops. A short summary goes to the termination message, which
+Per upload (as the operator described it in the Job: ``PINSTER_UPLOADS``): do the work,
+write one StageResult. A permanent failure (broken file, bomb) becomes that upload's
+``failed`` result and the batch goes on; temporary trouble writes nothing for that
+upload and makes the pod exit 75 (EX_TEMPFAIL) at the end, so the Job's backoffLimit
+retries the batch, whose finished uploads are then cheap no-ops. A short summary goes to the termination message, which
 the operator shows when the Job fails.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
-
-import orjson
-import urllib3
+from typing import Any
 
 from pinster_images import logs, results
 from pinster_images.errors import PermanentError, TemporaryError
-from pinster_images.kube import ApiReader
-from pinster_images.resource import GROUP, PLURAL, VERSION, ImageUploadSpec, Stage
+from pinster_images.resource import JobUpload, Stage
 from pinster_images.storage import Storage
 
 log = logging.getLogger("pinster_jobs")
@@ -35,45 +31,7 @@ TERMINATION_LIMIT = 4000
 
 Log = logging.Logger | logging.LoggerAdapter[logging.Logger]
 #: The work of one stage for one upload; returns the result's ``data``.
-Work = Callable[[ImageUploadSpec, Log], dict[str, Any]]
-
-
-@dataclass(frozen=True)
-class Upload:
-    """An ImageUpload as a Job reads it: its uid (results name it) and its spec."""
-
-    uid: str
-    spec: ImageUploadSpec
-
-
-class Specs(Protocol):
-    def get(self, namespace: str, name: str) -> Upload | None:
-        """The upload, or None when it no longer exists."""
-        ...
-
-
-class KubeSpecs:
-    """Specs read from the API server (the Job's service account may only ``get``)."""
-
-    def __init__(self, reader: ApiReader) -> None:
-        self._reader = reader
-
-    def get(self, namespace: str, name: str) -> Upload | None:
-        what = f"reading ImageUpload {namespace}/{name}"
-        try:
-            response = self._reader.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, name
-            )
-        except urllib3.exceptions.HTTPError as exc:  # connection errors after its retries
-            raise TemporaryError(f"{what}: {exc}", reason="ApiUnavailable") from exc
-        if response.status == 404:
-            return None
-        if response.status != 200:
-            raise TemporaryError(
-                f"{what}: API server answered {response.status}", reason="ApiUnavailable"
-            )
-        body = orjson.loads(response.body)
-        return Upload(str(body["metadata"]["uid"]), ImageUploadSpec.from_dict(body["spec"]))
+Work = Callable[[JobUpload, Log], dict[str, Any]]
 
 
 @dataclass
@@ -82,7 +40,6 @@ class Summary:
     succeeded: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     temporary: list[tuple[str, str]] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -92,8 +49,6 @@ class Summary:
         parts = [f"{self.stage}: {len(self.succeeded)} succeeded"]
         if self.failed:
             parts.append(f"{len(self.failed)} failed")
-        if self.missing:
-            parts.append(f"{len(self.missing)} gone")
         if self.temporary:
             parts.append(f"{len(self.temporary)} to retry")
         lines = [", ".join(parts)]
@@ -116,24 +71,18 @@ def write_termination_message(path: Path, text: str) -> None:
 def run_batch(
     stage: Stage,
     namespace: str,
-    uploads: Sequence[str],
+    uploads: Mapping[str, JobUpload],
     *,
     storage: Storage,
-    specs: Specs,
     work: Work,
     job_name: str = "",
 ) -> Summary:
     summary = Summary(stage)
-    for name in dict.fromkeys(uploads):
+    for name, upload in uploads.items():
         upload_log = logs.for_upload(log, namespace, name)
         try:
-            upload = specs.get(namespace, name)
-            if upload is None:
-                upload_log.warning("ImageUpload no longer exists; nothing to do")
-                summary.missing.append(name)
-                continue
             try:
-                data = work(upload.spec, upload_log)
+                data = work(upload, upload_log)
                 result = results.StageResult(
                     namespace=namespace,
                     upload=name,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pinster_images.errors import PermanentError
-from pinster_images.resource import ImageUploadSpec
+from pinster_images.resource import JobUpload
 from pinster_images.storage import Area, ObjectInfo, Storage, thumbnail_key
 from pinster_jobs._metadata import strip_location
 from pinster_jobs._thumbnail import WEBP_SUFFIX, WEBP_TYPE, Source, ThumbnailEngine
@@ -29,17 +29,17 @@ class SourceBytes:
     raw: bool
 
 
-def read_source(storage: Storage, spec: ImageUploadSpec) -> SourceBytes:
+def read_source(storage: Storage, upload: JobUpload) -> SourceBytes:
     """The upload's bytes: ``raw/<md5>``, else the already published ``<md5>``."""
-    raw = storage.head(Area.UPLOAD, spec.key)
+    raw = storage.head(Area.UPLOAD, upload.key)
     if raw is not None:
-        stored = storage.get(Area.UPLOAD, spec.key)
+        stored = storage.get(Area.UPLOAD, upload.key)
         return SourceBytes(stored.data, stored.info, raw=True)
-    if storage.head(Area.PUBLIC, spec.md5) is not None:
-        stored = storage.get(Area.PUBLIC, spec.md5)
+    if storage.head(Area.PUBLIC, upload.md5) is not None:
+        stored = storage.get(Area.PUBLIC, upload.md5)
         return SourceBytes(stored.data, stored.info, raw=False)
     raise PermanentError(
-        f"neither {spec.key} (upload area) nor {spec.md5} (public area) exists",
+        f"neither {upload.key} (upload area) nor {upload.md5} (public area) exists",
         reason="SourceMissing",
     )
 
@@ -54,21 +54,23 @@ def _outputs(md5: str, size: str, webp: bool) -> list[tuple[str, str]]:
 
 
 def publish(
-    storage: Storage, engine: ThumbnailEngine, spec: ImageUploadSpec, log: Log
+    storage: Storage, engine: ThumbnailEngine, upload: JobUpload, log: Log
 ) -> dict[str, Any]:
-    """Publish everything for ``spec``; returns the CRD's ``status.published``."""
-    source_bytes = read_source(storage, spec)
+    """Publish everything for ``upload``; returns the CRD's ``status.published``."""
+    source_bytes = read_source(storage, upload)
     source: Source = engine.inspect(source_bytes.data)  # refuses bombs before decoding
-    sizes = list(dict.fromkeys(spec.thumbnail_sizes))
+    sizes = list(dict.fromkeys(upload.thumbnail_sizes))
     webp = engine.settings.webp
     missing = [
         size
         for size in sizes
-        if any(storage.head(Area.PUBLIC, key) is None for key, _ in _outputs(spec.md5, size, webp))
+        if any(
+            storage.head(Area.PUBLIC, key) is None for key, _ in _outputs(upload.md5, size, webp)
+        )
     ]
     if missing:
         for rendition in engine.render(source_bytes.data, missing):
-            key = thumbnail_key(spec.md5, rendition.size) + rendition.suffix
+            key = thumbnail_key(upload.md5, rendition.size) + rendition.suffix
             storage.put(Area.PUBLIC, key, rendition.data, content_type=rendition.content_type)
         log.info("published %d thumbnail size(s)", len(missing), extra={"sizes": missing})
     if len(missing) < len(sizes):
@@ -79,13 +81,13 @@ def publish(
         # Same pixels, no location; metadata as the original service copied it.
         storage.put(
             Area.PUBLIC,
-            spec.md5,
+            upload.md5,
             strip_location(source_bytes.data, content_type),
             content_type=content_type,
             metadata=dict(source_bytes.info.metadata),
         )
-        storage.delete(Area.UPLOAD, spec.key)
-        log.info("published the original and removed %s", spec.key)
+        storage.delete(Area.UPLOAD, upload.key)
+        log.info("published the original and removed %s", upload.key)
 
     geometry = {g.size: g for g in engine.plan(source, sizes)}
     thumbnails = [
@@ -98,12 +100,12 @@ def publish(
             "contentType": kind,
         }
         for size in sizes
-        for key, kind in _outputs(spec.md5, size, webp)
+        for key, kind in _outputs(upload.md5, size, webp)
     ]
     return {
         "original": {
-            "key": spec.md5,
-            "url": storage.public_url(spec.md5),
+            "key": upload.md5,
+            "url": storage.public_url(upload.md5),
             "contentType": content_type,
         },
         "thumbnailCount": len(sizes),

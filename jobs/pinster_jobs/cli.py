@@ -1,5 +1,8 @@
 """``pinster-images job moderate|thumbnail [--namespace NS] UPLOAD...``: a Job pod's work.
 
+What each upload is (its uid and spec) comes from ``PINSTER_UPLOADS``, which the operator
+writes into the Job: the pod makes no Kubernetes call and has no credentials for one.
+
 Exit status: 0 when every upload got a result (succeeded or failed for good), 75 when
 some upload hit temporary trouble (the Job retries), 78 for a configuration error.
 """
@@ -9,20 +12,23 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from pinster_images import logs
 from pinster_images.errors import ConfigError
-from pinster_images.kube import ApiReader
-from pinster_images.resource import ImageUploadSpec, Stage
+from pinster_images.resource import (
+    JOB_UPLOADS_ENV,
+    JobUpload,
+    Stage,
+    decode_job_uploads,
+)
 from pinster_images.sniff import sniff
 from pinster_images.storage import Storage
 from pinster_jobs._batch import (
     EXIT_CONFIG,
-    KubeSpecs,
     Log,
-    Specs,
     Work,
     run_batch,
     write_termination_message,
@@ -35,23 +41,14 @@ from pinster_jobs._thumbnail import ThumbnailEngine
 log = logging.getLogger("pinster_jobs")
 
 STAGES = {"moderate": Stage.MODERATION, "thumbnail": Stage.THUMBNAIL}
-_POD_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
-def default_namespace() -> str:
-    if value := os.environ.get("PINSTER_NAMESPACE", "").strip():
-        return value
-    try:
-        return _POD_NAMESPACE.read_text().strip() or "default"
-    except OSError:
-        pass
-    try:  # outside a Pod (or in the devcluster): the kubeconfig context's namespace
-        from kubernetes import config
-
-        _, active = config.list_kube_config_contexts()
-        return str(active["context"].get("namespace") or "default")
-    except Exception:  # no kubeconfig at all
-        return "default"
+def namespace_of(args: argparse.Namespace, env: Mapping[str, str]) -> str:
+    """``--namespace``, else ``PINSTER_NAMESPACE``: results are filed under it, so a
+    guess would leave them where the operator never looks."""
+    if namespace := (args.namespace or env.get("PINSTER_NAMESPACE", "")).strip():
+        return str(namespace)
+    raise ConfigError("no namespace: give --namespace or set PINSTER_NAMESPACE")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -65,7 +62,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--namespace",
         "-n",
         default=None,
-        help="namespace of the uploads (default: $PINSTER_NAMESPACE, else the pod's)",
+        help="namespace of the uploads (default: $PINSTER_NAMESPACE)",
     )
     return parser.parse_args(argv)
 
@@ -75,8 +72,8 @@ def stage_work(stage: Stage, settings: JobSettings, storage: Storage) -> Work:
     if stage == Stage.MODERATION:
         moderator = build_moderator(settings.moderation)
 
-        def moderate(spec: ImageUploadSpec, upload_log: Log) -> dict[str, Any]:
-            data = read_source(storage, spec).data
+        def moderate(upload: JobUpload, upload_log: Log) -> dict[str, Any]:
+            data = read_source(storage, upload).data
             verdict = moderator.moderate(data, sniff(data, settings.limits))
             upload_log.info(
                 "verdict %s by %s",
@@ -89,13 +86,31 @@ def stage_work(stage: Stage, settings: JobSettings, storage: Storage) -> Work:
         return moderate
     engine = ThumbnailEngine(settings.thumbnails, settings.limits)
 
-    def thumbnail(spec: ImageUploadSpec, upload_log: Log) -> dict[str, Any]:
-        return publish(storage, engine, spec, upload_log)
+    def thumbnail(upload: JobUpload, upload_log: Log) -> dict[str, Any]:
+        return publish(storage, engine, upload, upload_log)
 
     return thumbnail
 
 
-def main(argv: list[str], *, specs: Specs | None = None) -> int:
+def job_uploads(names: list[str], env: Mapping[str, str]) -> dict[str, JobUpload]:
+    """The named uploads as ``PINSTER_UPLOADS`` describes them, in the order named;
+    ``ConfigError`` naming the variable when it is missing, malformed or incomplete."""
+    text = env.get(JOB_UPLOADS_ENV, "")
+    if not text.strip():
+        raise ConfigError(
+            f"{JOB_UPLOADS_ENV} is not set: it gives each upload's uid and spec (the "
+            "operator writes it into the Jobs it creates)"
+        )
+    try:
+        described = decode_job_uploads(text)
+    except ValueError as exc:
+        raise ConfigError(f"{JOB_UPLOADS_ENV}: {exc}") from exc
+    if absent := [name for name in names if name not in described]:
+        raise ConfigError(f"{JOB_UPLOADS_ENV} does not describe {', '.join(absent)}")
+    return {name: described[name] for name in names}
+
+
+def main(argv: list[str]) -> int:
     args = parse_args(argv)
     stage = STAGES[args.stage]
     termination = Path(os.environ.get("TERMINATION_MESSAGE_PATH", "/dev/termination-log"))
@@ -104,26 +119,24 @@ def main(argv: list[str], *, specs: Specs | None = None) -> int:
         logs.setup(settings.log_level, settings.log_format)
         storage = settings.storage.open()
         work = stage_work(stage, settings, storage)
-        if specs is None:
-            specs = KubeSpecs(ApiReader.connect())
+        uploads = job_uploads(args.uploads, os.environ)
+        namespace = namespace_of(args, os.environ)
     except ConfigError as exc:
         logging.basicConfig()
         log.error("configuration error: %s", exc.message)
         write_termination_message(termination, f"{exc.reason}: {exc.message}")
         return EXIT_CONFIG
-    namespace = args.namespace or default_namespace()
     log.info(
         "job %s starting for %d upload(s)",
         stage,
-        len(args.uploads),
+        len(uploads),
         extra={"namespace": namespace, "job": settings.job_name},
     )
     summary = run_batch(
         stage,
         namespace,
-        args.uploads,
+        uploads,
         storage=storage,
-        specs=specs,
         work=work,
         job_name=settings.job_name,
     )

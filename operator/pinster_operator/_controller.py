@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pinster_images import logs, results
-from pinster_images.resource import ANNOTATION_RETRY, Phase, Stage
+from pinster_images.resource import ANNOTATION_RETRY, ImageUploadSpec, Phase, Stage
 from pinster_images.storage import Area, Storage
 from pinster_operator._batching import Batcher
 from pinster_operator._cleanup import Cleanup
@@ -406,6 +406,7 @@ class Controller:
                 namespace,
                 name,
                 str(meta.get("uid", "")),
+                ImageUploadSpec.from_dict(obj["spec"]),
                 attempt=attempts + 1,
                 round=len(decision.status.get("phaseHistory") or []),
             )

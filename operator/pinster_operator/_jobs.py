@@ -5,7 +5,14 @@ an operator restart through labels: ``images.pinster.io/stage`` and, per upload,
 ``upload.images.pinster.io/<upload key>`` (label values and names are limited to 63
 characters, so several uploads cannot share one label value). The full list of upload
 names is in the annotation ``images.pinster.io/uploads`` (JSON), which is what the pod's
-command line also carries.
+command line also carries; each upload's uid and spec are in its environment
+(``PINSTER_UPLOADS``).
+
+The pods get no service-account token and no volume at all: they make no Kubernetes
+call, and the kubelet's volume manager, which checks every 300 ms whether a pod's
+volumes are mounted, would hold each pod ~0.3 s before its sandbox starts (measured on
+the devcluster's node: 0.32 s with the token or an emptyDir, 0.02 s without). The root
+filesystem stays read-only; nothing in a Job writes files.
 """
 
 from __future__ import annotations
@@ -13,17 +20,21 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pinster_images.resource import (
     API_VERSION,
+    JOB_UPLOADS_ENV,
     KIND,
     LABEL_COMPONENT,
     LABEL_PART_OF,
     LABEL_STAGE,
     PART_OF,
+    ImageUploadSpec,
+    JobUpload,
     Stage,
+    encode_job_uploads,
 )
 from pinster_operator._settings import JobSettings
 
@@ -44,6 +55,7 @@ class UploadRef:
     namespace: str
     name: str
     uid: str
+    spec: ImageUploadSpec = field(compare=False, repr=False)
     #: Which operator-level attempt the Job is for this upload (1 = first Job).
     attempt: int = 1
     #: Length of the upload's phase history: a re-driven upload gets new Job names.
@@ -95,9 +107,12 @@ def build_job(
         "args": [VERBS[stage], "--namespace", namespace, *[u.name for u in uploads]],
         "env": [{"name": k, "value": v} for k, v in settings.env]
         + [
-            {"name": "TMPDIR", "value": "/tmp"},  # noqa: S108 (an emptyDir)
             # Recorded in each result record, so a result names the Job that wrote it.
             {"name": "PINSTER_JOB_NAME", "value": name},
+            {
+                "name": JOB_UPLOADS_ENV,
+                "value": encode_job_uploads({u.name: JobUpload.of(u.uid, u.spec) for u in uploads}),
+            },
         ],
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -108,7 +123,6 @@ def build_job(
             "capabilities": {"drop": ["ALL"]},
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108
     }
     if settings.resources:
         container["resources"] = settings.resources
@@ -121,16 +135,14 @@ def build_job(
         container["envFrom"] = env_from
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
-        "automountServiceAccountToken": True,
+        "automountServiceAccountToken": False,
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": 65532,
             "runAsGroup": 65532,
-            "fsGroup": 65532,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "containers": [container],
-        "volumes": [{"name": "tmp", "emptyDir": {}}],
     }
     if settings.service_account:
         pod_spec["serviceAccountName"] = settings.service_account

@@ -140,12 +140,15 @@ def pass_through_env(env: Environ) -> tuple[tuple[str, str], ...]:
 class BatchSettings:
     window: float = 2.0
     max_size: int = 20
+    #: A Job carries its uploads in one environment variable, which Linux caps at 128 KiB:
+    #: ~0.15 KB per upload as the upload service makes them, 1.8 KB at the CRD's limits.
+    MAX_SIZE_LIMIT = 64
 
     @classmethod
     def from_env(cls, env: Environ) -> BatchSettings:
         return cls(
             window=env_float(env, "PINSTER_BATCH_WINDOW", 2.0, minimum=0.0),
-            max_size=env_int(env, "PINSTER_BATCH_MAX", 20, minimum=1),
+            max_size=env_int(env, "PINSTER_BATCH_MAX", 20, minimum=1, maximum=cls.MAX_SIZE_LIMIT),
         )
 
 

@@ -84,10 +84,19 @@ def env_parsed(env: Environ, name: str, default: T, parse: Callable[[str], T], e
         raise ConfigError(f"{name}={value!r} is not {expected}: {exc}") from None
 
 
-def env_int(env: Environ, name: str, default: int, *, minimum: int | None = None) -> int:
+def env_int(
+    env: Environ,
+    name: str,
+    default: int,
+    *,
+    minimum: int | None = None,
+    maximum: int | None = None,
+) -> int:
     result = env_parsed(env, name, default, int, "an integer")
     if minimum is not None and result < minimum:
         raise ConfigError(f"{name}={result} must be at least {minimum}")
+    if maximum is not None and result > maximum:
+        raise ConfigError(f"{name}={result} must be at most {maximum}")
     return result
 
 

@@ -1,23 +1,18 @@
 """Connecting to the Kubernetes API: in-cluster service account, else KUBECONFIG.
 
-Two ways in, one choice of credentials: :func:`api_client` (the kubernetes client, for
-the long-running roles) and :class:`ApiReader` (plain GETs over urllib3, for the Job
-pods: importing the kubernetes client costs them ~0.25 s of CPU at every start, and
-tearing its thousands of model classes down another ~0.1 s).
+For the long-running roles only: Job pods make no Kubernetes call (their uploads come
+in ``PINSTER_UPLOADS``), so they never import the kubernetes client either.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pinster_images.config import CONNECTION_POOL
 
 if TYPE_CHECKING:
-    import urllib3
     from kubernetes import client
 
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
@@ -48,70 +43,3 @@ def api_client(kubeconfig: str | None = None) -> client.ApiClient:
     # The default is 5 per core: fewer than the threads that call it on a small node.
     configuration.connection_pool_maxsize = CONNECTION_POOL
     return client.ApiClient(configuration)
-
-
-@dataclass(frozen=True)
-class ApiResponse:
-    status: int
-    body: bytes
-
-
-@dataclass(frozen=True)
-class ApiReader:
-    """GETs from the API server with the same credentials :func:`api_client` would use.
-
-    Only what a Job pod needs (a bearer token or a client certificate, a CA); the token
-    is read at every call because the kubelet rotates a projected token in its file.
-    Connection errors raise ``urllib3.exceptions.HTTPError`` after urllib3's retries.
-    """
-
-    url: str
-    pool: urllib3.PoolManager
-    token: Callable[[], str | None]
-
-    @classmethod
-    def connect(cls, kubeconfig: str | None = None) -> ApiReader:
-        import urllib3
-
-        if in_cluster(kubeconfig):
-            host = os.environ["KUBERNETES_SERVICE_HOST"]
-            port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
-            host = f"[{host}]" if ":" in host else host  # an IPv6 service address
-            pool = urllib3.PoolManager(ca_certs=str(SERVICE_ACCOUNT / "ca.crt"))
-            return cls(
-                f"https://{host}:{port}", pool, lambda: SERVICE_ACCOUNT_TOKEN.read_text().strip()
-            )
-        # Outside a Pod, the kubernetes client's own kubeconfig loader (its import cost
-        # is paid only here).
-        configuration = api_client(kubeconfig).configuration
-        tls: dict[str, Any] = {
-            "ca_certs": configuration.ssl_ca_cert,
-            "cert_file": configuration.cert_file,
-            "key_file": configuration.key_file,
-        }
-        if not configuration.verify_ssl:
-            tls = {"cert_reqs": "CERT_NONE"}
-        pool = urllib3.PoolManager(**{k: v for k, v in tls.items() if v})
-        # "Bearer <token>" (kubernetes>=36 keeps it as BearerToken, older as authorization)
-        bearer = configuration.get_api_key_with_prefix("BearerToken", alias="authorization")
-        return cls(configuration.host, pool, lambda: _bare_token(bearer))
-
-    def get_namespaced_custom_object(
-        self, group: str, version: str, namespace: str, plural: str, name: str
-    ) -> ApiResponse:
-        """As the kubernetes client's method of that name, answered raw."""
-        return self.get(f"/apis/{group}/{version}/namespaces/{namespace}/{plural}/{name}")
-
-    def get(self, path: str) -> ApiResponse:
-        headers = {"Accept": "application/json"}
-        if token := self.token():
-            headers["Authorization"] = f"Bearer {token}"
-        response = self.pool.request("GET", self.url + path, headers=headers, timeout=30.0)
-        return ApiResponse(response.status, response.data)
-
-
-def _bare_token(value: str | None) -> str | None:
-    """The kubernetes client keeps ``Bearer <token>``; the reader adds the scheme."""
-    if not value:
-        return None
-    return value.removeprefix("Bearer ").strip() or None

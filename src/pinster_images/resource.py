@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -169,6 +170,58 @@ class ImageUploadSpec:
             description=spec.get("description"),
             featured=spec.get("featured"),
         )
+
+
+#: The environment variable that gives a stage's Job pod the uploads it serves.
+JOB_UPLOADS_ENV = "PINSTER_UPLOADS"
+
+
+@dataclass(frozen=True)
+class JobUpload:
+    """An upload as the Job serving it knows it: its uid (its result names it) and the
+    parts of its spec a stage uses. The operator writes them into the Job
+    (:data:`JOB_UPLOADS_ENV`), so that Job pods need no Kubernetes credentials at all,
+    and the kubelet mounts nothing for them (each volume holds a pod ~0.3 s before its
+    sandbox starts). Only these parts: the list must fit one environment variable, which
+    Linux caps at 128 KiB (a batch's size is bounded with that in mind)."""
+
+    uid: str
+    md5: str
+    key: str
+    thumbnail_sizes: tuple[str, ...] = DEFAULT_THUMBNAIL_SIZES
+
+    @classmethod
+    def of(cls, uid: str, spec: ImageUploadSpec) -> JobUpload:
+        return cls(uid, spec.md5, spec.key, spec.thumbnail_sizes)
+
+
+def encode_job_uploads(uploads: dict[str, JobUpload]) -> str:
+    """The value of :data:`JOB_UPLOADS_ENV`: JSON, upload name -> what its Job knows."""
+    described = {
+        name: {"uid": u.uid, "md5": u.md5, "key": u.key, "thumbnailSizes": list(u.thumbnail_sizes)}
+        for name, u in uploads.items()
+    }
+    return json.dumps(described, separators=(",", ":"))
+
+
+def decode_job_uploads(text: str) -> dict[str, JobUpload]:
+    """Read :func:`encode_job_uploads`'s text back; ``ValueError`` saying what is wrong."""
+    try:
+        raw = json.loads(text)
+        if not isinstance(raw, dict):
+            raise TypeError("not a JSON object")
+        return {
+            str(name): JobUpload(
+                str(entry["uid"]),
+                str(entry["md5"]),
+                str(entry["key"]),
+                tuple(str(size) for size in entry["thumbnailSizes"]),
+            )
+            for name, entry in raw.items()
+        }
+    except (ValueError, TypeError, KeyError) as exc:
+        what = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise ValueError(f"not a list of uploads by name ({what})") from exc
 
 
 def manifest(

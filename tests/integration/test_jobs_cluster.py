@@ -1,6 +1,7 @@
-"""``pinster-images job`` as a process: specs from the devcluster's API server, bytes
-in its object store over HTTP, moderation against the Rekognition stand-in; and as a
-Kubernetes Job of the product's image on the node."""
+"""``pinster-images job`` as a process: ImageUploads on the devcluster's API server,
+described to the job as the operator describes them (``PINSTER_UPLOADS``), bytes in its
+object store over HTTP, moderation against the Rekognition stand-in; and as the
+operator's Job manifest of the product's image on the node (no token, no volume)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import io
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +17,17 @@ import pytest
 from PIL import Image
 
 from pinster_images import resource, results
-from pinster_images.resource import ImageUploadSpec, Stage
+from pinster_images.resource import (
+    JOB_UPLOADS_ENV,
+    ImageUploadSpec,
+    JobUpload,
+    Stage,
+    encode_job_uploads,
+)
 from pinster_images.sniff import ImageLimits, ImageRejected, sniff
 from pinster_images.storage import CACHE_CONTROL, Area, Storage, StorageSettings
 from tests.support import images
 from tests.support.jobs import stage_upload
-from tests.support.pods import RESTRICTED_CONTAINER, RESTRICTED_POD
 from tests.support.rekognition import RekognitionStandIn
 from tests.support.s3 import S3Server
 
@@ -37,6 +43,8 @@ class JobRig:
     public_bucket: str
     kube: Any
     tmp: Path
+    #: What the operator would tell a Job of each upload created here.
+    described: dict[str, JobUpload] = field(default_factory=dict)
 
     def upload(self, data: bytes, imageable_id: str) -> tuple[str, ImageUploadSpec]:
         """Stage the raw bytes and create the ImageUpload, as the upload service does."""
@@ -55,18 +63,28 @@ class JobRig:
             width=width,
             height=height,
         )
-        client.CustomObjectsApi(self.kube).create_namespaced_custom_object(
+        created = client.CustomObjectsApi(self.kube).create_namespaced_custom_object(
             resource.GROUP,
             resource.VERSION,
             self.namespace,
             resource.PLURAL,
             resource.manifest(name, self.namespace, spec),
         )
+        self.described[name] = JobUpload.of(created["metadata"]["uid"], spec)
         return name, spec
+
+    def uploads_env(self, *names: str) -> dict[str, str]:
+        told = {name: self.described[name] for name in names}
+        return {JOB_UPLOADS_ENV: encode_job_uploads(told)}
 
     def job(self, stage: str, *names: str, extra: dict[str, str] | None = None) -> tuple[int, str]:
         termination = self.tmp / f"termination-{stage}"
-        env = {**self.env, **(extra or {}), "TERMINATION_MESSAGE_PATH": str(termination)}
+        env = {
+            **self.env,
+            **self.uploads_env(*names),
+            **(extra or {}),
+            "TERMINATION_MESSAGE_PATH": str(termination),
+        }
         done = subprocess.run(
             [sys.executable, "-m", "pinster_images", "job", stage, "-n", self.namespace, *names],
             env=env,
@@ -130,11 +148,11 @@ def test_thumbnail_job_publishes_and_is_idempotent(rig: JobRig) -> None:
     truncated, truncated_spec = rig.upload(images.truncated_jpeg(), "4")
     lying, _ = rig.upload(images.lying_png(), "5")
     bomb, _ = rig.upload(images.png_bomb(), "6")
-    names = [portrait, oriented, transparent, truncated, lying, bomb, "img-deleted"]
+    names = [portrait, oriented, transparent, truncated, lying, bomb]
 
     code, message = rig.job("thumbnail", *names)
     assert code == 0, message
-    assert message.startswith("thumbnail: 3 succeeded, 3 failed, 1 gone")
+    assert message.startswith("thumbnail: 3 succeeded, 3 failed")
 
     expected = {
         portrait: {"1024x1024": (768, 1024), "256x256": (192, 256), "100xauto": (100, 133)},
@@ -144,6 +162,7 @@ def test_thumbnail_job_publishes_and_is_idempotent(rig: JobRig) -> None:
     for name, sizes in expected.items():
         result = rig.result(name, Stage.THUMBNAIL)
         assert result.outcome == "succeeded" and result.job == "pinster-thumb-0123456789ab"
+        assert result.uid == rig.described[name].uid
         got = {t["size"]: (t["width"], t["height"]) for t in result.data["thumbnails"]}
         assert got == sizes
     for name, reason in (
@@ -229,111 +248,46 @@ def test_moderation_job_retries_when_rekognition_keeps_throttling(
     assert results.read(rig.storage, rig.namespace, name, Stage.MODERATION) is None
 
 
-def _job_manifest(
-    name: str, image: str, namespace: str, account: str, upload: str, env: dict[str, str]
-) -> dict[str, Any]:
-    container_env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in env.items()]
-    container_env.append(
-        {
-            "name": "PINSTER_JOB_NAME",
-            "valueFrom": {
-                "fieldRef": {"fieldPath": "metadata.labels['batch.kubernetes.io/job-name']"}
-            },
-        }
-    )
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {"name": name},
-        "spec": {
-            "backoffLimit": 0,
-            "template": {
-                "spec": {
-                    "serviceAccountName": account,
-                    "restartPolicy": "Never",
-                    "securityContext": RESTRICTED_POD,
-                    "containers": [
-                        {
-                            "name": "job",
-                            "image": image,
-                            "command": ["pinster-images", "job"],
-                            "args": ["thumbnail", "--namespace", namespace, upload],
-                            "env": container_env,
-                            "securityContext": RESTRICTED_CONTAINER,
-                            "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
-                        }
-                    ],
-                    "volumes": [{"name": "tmp", "emptyDir": {}}],
-                }
-            },
-        },
-    }
-
-
-def test_as_a_kubernetes_job_with_least_privilege(rig: JobRig, product_image: Any) -> None:
-    """The product's image through the real Job controller and kubelet: the pod's
-    service account needs only ``get`` on imageuploads; without it the pod asks for a
-    retry (exit 75)."""
+def test_the_operators_job_runs_with_no_token_and_no_volume(
+    rig: JobRig, product_image: Any
+) -> None:
+    """The manifest the operator builds, of the product's image, through the real Job
+    controller and kubelet: no service-account token and no volume (a read-only root,
+    nothing mounted), and the stage still finds its uploads and stores its results."""
     from kubernetes import client
+    from pinster_operator import UploadRef, build_job
+    from pinster_operator._settings import JobSettings
 
     from tests.support.waiting import wait_for
 
-    core, rbac = client.CoreV1Api(rig.kube), client.RbacAuthorizationV1Api(rig.kube)
-    batch = client.BatchV1Api(rig.kube)
-    for account in ("pinster-job", "nobody"):
-        core.create_namespaced_service_account(rig.namespace, {"metadata": {"name": account}})
-    rbac.create_namespaced_role(
-        rig.namespace,
-        {
-            "metadata": {"name": "pinster-job"},
-            "rules": [
-                {"apiGroups": [resource.GROUP], "resources": [resource.PLURAL], "verbs": ["get"]}
-            ],
-        },
-    )
-    rbac.create_namespaced_role_binding(
-        rig.namespace,
-        {
-            "metadata": {"name": "pinster-job"},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "Role",
-                "name": "pinster-job",
-            },
-            "subjects": [
-                {"kind": "ServiceAccount", "name": "pinster-job", "namespace": rig.namespace}
-            ],
-        },
-    )
-    name, spec = rig.upload(images.photo_jpeg(800, 600), "1")
-    env = {
-        k: v for k, v in rig.env.items() if k.startswith(("PINSTER_", "AWS_")) and k != "HOSTNAME"
-    }
-    batch.create_namespaced_job(
-        rig.namespace,
-        _job_manifest("thumbs", product_image.pinned, rig.namespace, "pinster-job", name, env),
-    )
-    batch.create_namespaced_job(
-        rig.namespace,
-        _job_manifest("denied", product_image.pinned, rig.namespace, "nobody", name, env),
-    )
+    core, batch = client.CoreV1Api(rig.kube), client.BatchV1Api(rig.kube)
+    first, first_spec = rig.upload(images.photo_jpeg(800, 600), "1")
+    second, second_spec = rig.upload(images.truncated_jpeg(), "2")
+    env = {k: v for k, v in rig.env.items() if k.startswith(("PINSTER_", "AWS_"))}
+    settings = JobSettings(image=product_image.pinned, env=tuple(env.items()), backoff_limit=0)
+    refs = [
+        UploadRef(rig.namespace, name, rig.described[name].uid, spec)
+        for name, spec in ((first, first_spec), (second, second_spec))
+    ]
+    manifest = build_job(settings, Stage.THUMBNAIL, refs)
+    job = manifest["metadata"]["name"]
+    batch.create_namespaced_job(rig.namespace, manifest)
 
-    def terminated(job: str) -> Any:
+    def terminated() -> Any:
         pods = core.list_namespaced_pod(rig.namespace, label_selector=f"job-name={job}").items
         for pod in pods:
             for status in pod.status.container_statuses or []:
                 if status.state.terminated is not None:
-                    return status.state.terminated
+                    return pod, status.state.terminated
         return None
 
-    done = wait_for(lambda: terminated("thumbs"), 120, what="thumbnail Job pod to finish")
+    pod, done = wait_for(terminated, 120, what="the thumbnail Job's pod to finish")
     assert done.exit_code == 0, done.message
-    assert done.message.startswith("thumbnail: 1 succeeded")
-    result = rig.result(name, Stage.THUMBNAIL)
-    assert result.outcome == "succeeded" and result.job == "thumbs"
-    assert rig.storage.head(Area.PUBLIC, spec.md5) is not None
-
-    refused = wait_for(lambda: terminated("denied"), 120, what="unprivileged Job pod to finish")
-    assert refused.exit_code == 75
-    assert f"retry {name}: ApiUnavailable" in refused.message
-    assert "403" in refused.message
+    assert done.message.startswith("thumbnail: 1 succeeded, 1 failed")
+    assert not pod.spec.volumes and not pod.spec.containers[0].volume_mounts
+    assert pod.spec.automount_service_account_token is False
+    result = rig.result(first, Stage.THUMBNAIL)
+    assert result.outcome == "succeeded" and result.job == job
+    assert result.uid == rig.described[first].uid
+    assert rig.storage.head(Area.PUBLIC, first_spec.md5) is not None
+    assert rig.result(second, Stage.THUMBNAIL).reason == "TruncatedImage"

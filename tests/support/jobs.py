@@ -1,19 +1,18 @@
 """Staging uploads as the upload service leaves them, for the Job suites.
 
 :func:`stage_upload` stores ``raw/<md5>`` with the original service's metadata and
-returns the ImageUpload spec; :class:`DictSpecs` serves specs without a cluster.
+returns the ImageUpload spec; :func:`job_uploads` describes uploads as a Job is told them.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
-
-from pinster_jobs import Upload
+from collections.abc import Mapping, Sequence
 
 from pinster_images.resource import (
     DEFAULT_THUMBNAIL_SIZES,
     ImageUploadSpec,
+    JobUpload,
     Uploader,
     upload_name,
 )
@@ -54,15 +53,6 @@ def stage_upload(
     return upload_name(md5, uploader.imageable_type, uploader.imageable_id), spec
 
 
-class DictSpecs:
-    """The ``Specs`` protocol over a dict: (namespace, name) -> upload (uid ``uid-<name>``
-    unless given)."""
-
-    def __init__(self) -> None:
-        self.specs: dict[tuple[str, str], Upload] = {}
-
-    def add(self, namespace: str, name: str, spec: ImageUploadSpec, uid: str = "") -> None:
-        self.specs[(namespace, name)] = Upload(uid or f"uid-{name}", spec)
-
-    def get(self, namespace: str, name: str) -> Upload | None:
-        return self.specs.get((namespace, name))
+def job_uploads(specs: Mapping[str, ImageUploadSpec]) -> dict[str, JobUpload]:
+    """What the operator tells a Job of these uploads (name -> spec; uid ``uid-<name>``)."""
+    return {name: JobUpload.of(f"uid-{name}", spec) for name, spec in specs.items()}

@@ -29,6 +29,9 @@ PACKAGES = {
     "ingress": "ingress/pinster_ingress",
     "jobs": "jobs/pinster_jobs",
 }
+#: Roles whose code makes no Kubernetes call: no rules, and pods without a token (a Job
+#: is told its uploads in PINSTER_UPLOADS).
+WITHOUT_API = {"jobs"}
 #: What kopf itself does for the operator, beyond the calls in our code: its event
 #: handlers list and watch ImageUploads, our Jobs and their pods. Nothing else (no progress
 #: annotations to patch, no Events of its own, no CRD or namespace scanning).

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from pinster_operator import Batcher, UploadRef, build_job, job_state, plan, upload_label
 from pinster_operator._jobs import job_name, member_token, termination_message, uploads_of
 
-from pinster_images.resource import Stage
-from tests.support.operator_units import settings
+from pinster_images.resource import JOB_UPLOADS_ENV, JobUpload, Stage, decode_job_uploads
+from tests.support.operator_units import settings, spec
 from tests.support.waiting import until
 
-REFS = [UploadRef("ns", f"img-{i}", f"uid-{i}") for i in range(3)]
+#: With the uploader's text, which Jobs are not told.
+SPEC = replace(spec(), name="Sunset", description="Over the bay", featured="true")
+REFS = [UploadRef("ns", f"img-{i}", f"uid-{i}", SPEC) for i in range(3)]
 
 
 def test_manifest_from_settings() -> None:
@@ -53,11 +56,19 @@ def test_manifest_from_settings() -> None:
     leaked = [n for n in env if n.startswith(("PINSTER_JOB_", "PINSTER_SERVICE_PRIVATE"))]
     assert leaked == ["PINSTER_JOB_NAME"]
     assert env["PINSTER_JOB_NAME"] == job["metadata"]["name"]
+    # Each upload's uid and spec travel in the Job: the pod needs no Kubernetes access,
+    # so it gets no token, and no volume that would hold its start (see _jobs).
+    told = decode_job_uploads(env[JOB_UPLOADS_ENV])
+    assert told == {
+        ref.name: JobUpload(ref.uid, SPEC.md5, SPEC.key, SPEC.thumbnail_sizes) for ref in REFS
+    }
+    assert "Sunset" not in env[JOB_UPLOADS_ENV]  # the uploader's text stays in the upload
+    assert pod["automountServiceAccountToken"] is False
+    assert "volumes" not in pod and "volumeMounts" not in container
     sc = container["securityContext"]
     assert sc["readOnlyRootFilesystem"] and not sc["allowPrivilegeEscalation"]
     assert sc["capabilities"] == {"drop": ["ALL"]} and sc["runAsNonRoot"]
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
-    assert {"name": "tmp", "emptyDir": {}} in pod["volumes"]
 
 
 def test_manifest_labels_owners_and_uploads() -> None:
@@ -78,7 +89,7 @@ def test_env_passthrough_can_be_switched_off() -> None:
     container = build_job(s.jobs, Stage.MODERATION, REFS[:1])["spec"]["template"]["spec"][
         "containers"
     ][0]
-    assert [e["name"] for e in container["env"]] == ["TMPDIR", "PINSTER_JOB_NAME"]
+    assert [e["name"] for e in container["env"]] == ["PINSTER_JOB_NAME", "PINSTER_UPLOADS"]
     assert container["envFrom"] == [{"configMapRef": {"name": "cfg"}}]
 
 
@@ -94,16 +105,16 @@ def test_job_names_are_deterministic_and_per_attempt() -> None:
     a = job_name(Stage.MODERATION, REFS)
     assert a == job_name(Stage.MODERATION, list(reversed(REFS)))
     assert a != job_name(Stage.THUMBNAIL, REFS)
-    retried = [UploadRef(r.namespace, r.name, r.uid, attempt=2) for r in REFS]
+    retried = [UploadRef(r.namespace, r.name, r.uid, SPEC, attempt=2) for r in REFS]
     assert a != job_name(Stage.MODERATION, retried)
-    redriven = [UploadRef(r.namespace, r.name, r.uid, round=5) for r in REFS]
+    redriven = [UploadRef(r.namespace, r.name, r.uid, SPEC, round=5) for r in REFS]
     assert a != job_name(Stage.MODERATION, redriven)
     assert len(a) <= 63
 
 
 def test_batches_of_one_namespace_only() -> None:
     with pytest.raises(ValueError):
-        build_job(settings().jobs, Stage.MODERATION, [REFS[0], UploadRef("other", "x", "u")])
+        build_job(settings().jobs, Stage.MODERATION, [REFS[0], UploadRef("other", "x", "u", SPEC)])
 
 
 def job(
@@ -112,7 +123,7 @@ def job(
     conditions: list[dict[str, Any]] | None = None,
     attempt: int = 1,
 ) -> dict[str, Any]:
-    refs = [UploadRef("ns", u, u, attempt=attempt) for u in uploads]
+    refs = [UploadRef("ns", u, u, SPEC, attempt=attempt) for u in uploads]
     members = json.dumps([member_token(r) for r in refs])
     return {
         "metadata": {
@@ -135,7 +146,7 @@ FAILED = [
 
 
 def test_plan_reuses_live_jobs_and_batches_the_rest() -> None:
-    waiting = [UploadRef("ns", f"u{i}", f"{i}") for i in range(7)]
+    waiting = [UploadRef("ns", f"u{i}", f"{i}", SPEC) for i in range(7)]
     existing = [
         job("live", ["u1", "u2"]),
         job("dead", ["u3"], FAILED),
@@ -193,17 +204,17 @@ def test_batcher_groups_by_window_and_size() -> None:
         batcher = Batcher(window=1.0, max_size=3, flush=flush)
         loop = asyncio.get_running_loop()
         for i in range(4):
-            batcher.add(Stage.MODERATION, UploadRef("a", f"m{i}", str(i)))
-        batcher.add(Stage.MODERATION, UploadRef("a", "m0", "0"))  # in flight: ignored
+            batcher.add(Stage.MODERATION, UploadRef("a", f"m{i}", str(i), SPEC))
+        batcher.add(Stage.MODERATION, UploadRef("a", "m0", "0", SPEC))  # in flight: ignored
         await flushes(1)  # the full batch starts at once
         assert flushed[0] == ("a", Stage.MODERATION, ["m0", "m1", "m2"])
         # Quiet keys start almost at once, with what keeps arriving (a finished Job's
         # uploads, reconciled one after the other).
         started = loop.time()
-        batcher.add(Stage.THUMBNAIL, UploadRef("a", "t0", "t"))
-        batcher.add(Stage.MODERATION, UploadRef("b", "x0", "x"))
+        batcher.add(Stage.THUMBNAIL, UploadRef("a", "t0", "t", SPEC))
+        batcher.add(Stage.MODERATION, UploadRef("b", "x0", "x", SPEC))
         await asyncio.sleep(0)  # the next worker's reconcile, a moment later
-        batcher.add(Stage.THUMBNAIL, UploadRef("a", "t1", "t"))
+        batcher.add(Stage.THUMBNAIL, UploadRef("a", "t1", "t", SPEC))
         await flushes(3)
         assert loop.time() - started < 0.5
         assert len(flushed) == 3  # m3 is still waiting
@@ -235,20 +246,20 @@ def test_a_quiet_key_flushes_once_no_companion_comes() -> None:
         key = ("a", Stage.THUMBNAIL)
         batcher = Batcher(window=1.0, max_size=50, flush=noop)
         first = loop.time()
-        batcher.add(Stage.THUMBNAIL, UploadRef("a", "t0", "t"))
+        batcher.add(Stage.THUMBNAIL, UploadRef("a", "t0", "t", SPEC))
         assert batcher._timers[key].when() - first <= Batcher.SETTLE + 0.01
-        batcher.add(Stage.THUMBNAIL, UploadRef("a", "t1", "t"))  # a companion: later
+        batcher.add(Stage.THUMBNAIL, UploadRef("a", "t1", "t", SPEC))  # a companion: later
         assert batcher._timers[key].when() - first >= Batcher.SETTLE
         batcher._start(key)  # flushed: the key is under load for a window now
         started = loop.time()
-        batcher.add(Stage.THUMBNAIL, UploadRef("a", "late", "t"))
+        batcher.add(Stage.THUMBNAIL, UploadRef("a", "late", "t", SPEC))
         assert batcher._timers[key].when() - started >= batcher.window - 0.01
         await batcher.close()
 
         capped = LongSettle(window=1.0, max_size=50, flush=noop)
         first = loop.time()
-        capped.add(Stage.THUMBNAIL, UploadRef("a", "t0", "t"))
-        capped.add(Stage.THUMBNAIL, UploadRef("a", "t1", "t"))
+        capped.add(Stage.THUMBNAIL, UploadRef("a", "t0", "t", SPEC))
+        capped.add(Stage.THUMBNAIL, UploadRef("a", "t1", "t", SPEC))
         assert capped._timers[key].when() <= first + Batcher.GATHER + 0.01
         await capped.close()
 

@@ -278,6 +278,7 @@ def test_settings_errors_name_the_variable() -> None:
         OperatorSettings.from_env(broken)
     for name, value in [
         ("PINSTER_BATCH_MAX", "0"),
+        ("PINSTER_BATCH_MAX", "65"),  # a Job's uploads must fit one variable (128 KiB)
         ("PINSTER_JOB_TOLERATIONS", "{not json"),
         ("PINSTER_JOB_NODE_SELECTOR", "[1]"),
         ("PINSTER_NOTIFY_DEADLINE", "soon"),

@@ -1,5 +1,6 @@
-"""``pinster-images job moderate|thumbnail`` in-process, with specs from a dict (the
-integration suite runs it as a process against the devcluster)."""
+"""``pinster-images job moderate|thumbnail`` in-process, its uploads described in
+``PINSTER_UPLOADS`` as the operator's Jobs do (the integration suite runs it as a
+process and as a Job on the devcluster's node)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ import pytest
 from pinster_jobs import cli
 
 from pinster_images import results
-from pinster_images.resource import Stage
+from pinster_images.resource import JOB_UPLOADS_ENV, ImageUploadSpec, Stage, encode_job_uploads
 from pinster_images.storage import Area
 from tests.support import images
-from tests.support.jobs import DictSpecs, stage_upload
+from tests.support.jobs import job_uploads, stage_upload
 from tests.support.rekognition import RekognitionStandIn
 from tests.support.storage import STORAGE_ENV, DirectoryStorage, directory_storage_for_settings
 
@@ -42,17 +43,21 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def test_thumbnail_job_end_to_end(env: Path) -> None:
+def describe(monkeypatch: pytest.MonkeyPatch, **specs: ImageUploadSpec) -> None:
+    """Give the job its uploads as the operator's Job does."""
+    monkeypatch.setenv(JOB_UPLOADS_ENV, encode_job_uploads(job_uploads(specs)))
+
+
+def test_thumbnail_job_end_to_end(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     storage = DirectoryStorage(env / "store")
-    specs = DictSpecs()
     _, good = stage_upload(storage, images.photo_jpeg(900, 600), imageable_id="1")
     _, bomb = stage_upload(storage, images.jpeg_bomb(), imageable_id="2")
-    specs.add("team", "good", good)
-    specs.add("team", "bomb", bomb)
-    code = cli.main(["thumbnail", "--namespace", "team", "good", "bomb"], specs=specs)
+    describe(monkeypatch, good=good, bomb=bomb)
+    code = cli.main(["thumbnail", "--namespace", "team", "good", "bomb"])
     assert code == 0
     result = results.read(storage, "team", "good", Stage.THUMBNAIL)
     assert result is not None and result.outcome == "succeeded"
+    assert result.uid == "uid-good"  # as PINSTER_UPLOADS said
     assert result.job == "pinster-thumb-0123456789ab"  # derived from the pod name
     assert result.data["thumbnails"][0]["url"].startswith("https://img.example.test/")
     failed = results.read(storage, "team", "bomb", Stage.THUMBNAIL)
@@ -71,10 +76,9 @@ def test_moderation_job_with_rekognition(
     monkeypatch.setenv("PINSTER_JOB_NAME", "pinster-mod-explicit")
     rekognition.reject()
     storage = DirectoryStorage(env / "store")
-    specs = DictSpecs()
     _, spec = stage_upload(storage, images.photo_jpeg(300, 200))
-    specs.add("team", "one", spec)
-    assert cli.main(["moderate", "-n", "team", "one"], specs=specs) == 0
+    describe(monkeypatch, one=spec)
+    assert cli.main(["moderate", "-n", "team", "one"]) == 0
     result = results.read(storage, "team", "one", Stage.MODERATION)
     assert result is not None and result.job == "pinster-mod-explicit"
     assert result.data["decision"] == "Rejected" and result.data["backend"] == "rekognition"
@@ -96,10 +100,9 @@ def test_moderation_outage_exits_75_and_writes_no_result(
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     storage = DirectoryStorage(env / "store")
-    specs = DictSpecs()
     _, spec = stage_upload(storage, images.jpeg())
-    specs.add("team", "one", spec)
-    assert cli.main(["moderate", "-n", "team", "one"], specs=specs) == 75
+    describe(monkeypatch, one=spec)
+    assert cli.main(["moderate", "-n", "team", "one"]) == 75
     assert results.read(storage, "team", "one", Stage.MODERATION) is None
     message = (env / "termination-log").read_text()
     assert "retry one: ModerationUnavailable" in message
@@ -109,8 +112,37 @@ def test_configuration_error_exits_78_with_the_variable_named(
     env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PINSTER_THUMBNAIL_QUALITY", "101")
-    assert cli.main(["thumbnail", "x"], specs=DictSpecs()) == 78
+    assert cli.main(["thumbnail", "-n", "team", "x"]) == 78
     assert "PINSTER_THUMBNAIL_QUALITY" in (env / "termination-log").read_text()
+
+
+@pytest.mark.parametrize(
+    ("uploads", "said"),
+    [
+        (None, "PINSTER_UPLOADS is not set"),
+        ("[1, 2]", "PINSTER_UPLOADS: not a list of uploads by name (not a JSON object)"),
+        (
+            '{"x": {"uid": "u"}}',
+            "PINSTER_UPLOADS: not a list of uploads by name (missing field 'md5')",
+        ),
+        ("{", "PINSTER_UPLOADS: not a list of uploads by name"),
+        ("{}", "PINSTER_UPLOADS does not describe x"),
+    ],
+)
+def test_uploads_missing_or_malformed_exit_78_saying_so(
+    env: Path, monkeypatch: pytest.MonkeyPatch, uploads: str | None, said: str
+) -> None:
+    if uploads is not None:
+        monkeypatch.setenv(JOB_UPLOADS_ENV, uploads)
+    assert cli.main(["thumbnail", "-n", "team", "x"]) == 78
+    assert said in (env / "termination-log").read_text()
+
+
+def test_without_a_namespace_exits_78(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, spec = stage_upload(DirectoryStorage(env / "store"), images.jpeg())
+    describe(monkeypatch, x=spec)
+    assert cli.main(["thumbnail", "x"]) == 78
+    assert "--namespace or set PINSTER_NAMESPACE" in (env / "termination-log").read_text()
 
 
 def test_usage_errors_exit_2() -> None:
@@ -130,14 +162,11 @@ def test_public_surface_is_pinned() -> None:
             "ApproveAll",
             "Geometry",
             "JobSettings",
-            "KubeSpecs",
-            "Upload",
             "Label",
             "ModerationSettings",
             "Moderator",
             "Rendition",
             "Source",
-            "Specs",
             "Summary",
             "ThumbnailEngine",
             "ThumbnailSettings",

@@ -21,11 +21,11 @@ from pinster_jobs import (
 
 from pinster_images import results
 from pinster_images.errors import TemporaryError
-from pinster_images.resource import Stage
+from pinster_images.resource import ImageUploadSpec, JobUpload, Stage
 from pinster_images.sniff import ImageLimits
 from pinster_images.storage import CACHE_CONTROL, Area, thumbnail_key
 from tests.support import images
-from tests.support.jobs import DictSpecs, stage_upload
+from tests.support.jobs import job_uploads, stage_upload
 from tests.support.storage import DirectoryStorage
 
 log = logging.getLogger("test")
@@ -47,7 +47,7 @@ def test_publishes_thumbnails_then_original_then_removes_raw(
 ) -> None:
     data = images.with_gps("JPEG", 1600, 1200)
     _, spec = stage_upload(storage, data, sizes=SIZES)
-    published = publish(storage, engine, spec, log)
+    published = publish(storage, engine, JobUpload.of("u", spec), log)
 
     assert storage.head(Area.UPLOAD, spec.key) is None
     original = storage.get(Area.PUBLIC, spec.md5)
@@ -79,9 +79,9 @@ def test_second_run_reads_the_public_original_and_reports_the_same(
     storage: DirectoryStorage, engine: ThumbnailEngine
 ) -> None:
     _, spec = stage_upload(storage, images.photo_jpeg(800, 600), sizes=SIZES)
-    first = publish(storage, engine, spec, log)
+    first = publish(storage, engine, JobUpload.of("u", spec), log)
     snapshot = {key: storage.get(Area.PUBLIC, key).data for key in storage.list(Area.PUBLIC)}
-    second = publish(storage, engine, spec, log)
+    second = publish(storage, engine, JobUpload.of("u", spec), log)
     assert second == first
     assert {key: storage.get(Area.PUBLIC, key).data for key in storage.list(Area.PUBLIC)} == (
         snapshot
@@ -101,11 +101,11 @@ class CountingStorage(DirectoryStorage):
 def test_sizes_already_published_are_skipped(tmp_path: Path, engine: ThumbnailEngine) -> None:
     storage = CountingStorage(tmp_path / "s")
     _, spec = stage_upload(storage, images.photo_jpeg(800, 600), sizes=("512x512",))
-    publish(storage, engine, spec, log)
+    publish(storage, engine, JobUpload.of("u", spec), log)
     storage.puts.clear()
     # A later spec asking for one more size only renders that size.
     wider = type(spec)(**{**spec.__dict__, "thumbnail_sizes": ("512x512", "128x128")})
-    published = publish(storage, engine, wider, log)
+    published = publish(storage, engine, JobUpload.of("u", wider), log)
     assert storage.puts == [thumbnail_key(spec.md5, "128x128")]
     assert [t["size"] for t in published["thumbnails"]] == ["512x512", "128x128"]
 
@@ -113,20 +113,19 @@ def test_sizes_already_published_are_skipped(tmp_path: Path, engine: ThumbnailEn
 def test_webp_objects_are_published_next_to_jpeg(storage: DirectoryStorage) -> None:
     engine = ThumbnailEngine(ThumbnailSettings(webp=True), ImageLimits())
     _, spec = stage_upload(storage, images.photo_jpeg(800, 600), sizes=("256x256",))
-    published = publish(storage, engine, spec, log)
+    published = publish(storage, engine, JobUpload.of("u", spec), log)
     kinds = {(t["key"], t["contentType"]) for t in published["thumbnails"]}
     key = thumbnail_key(spec.md5, "256x256")
     assert kinds == {(key, "image/jpeg"), (key + ".webp", "image/webp")}
     assert storage.get(Area.PUBLIC, key + ".webp").info.content_type == "image/webp"
 
 
-def _batch(storage: DirectoryStorage, engine: ThumbnailEngine, specs: DictSpecs, names: list[str]):  # type: ignore[no-untyped-def]
+def _batch(storage: DirectoryStorage, engine: ThumbnailEngine, specs: dict[str, ImageUploadSpec]):  # type: ignore[no-untyped-def]
     return run_batch(
         Stage.THUMBNAIL,
         "ns",
-        names,
+        job_uploads(specs),
         storage=storage,
-        specs=specs,
         work=lambda spec, upload_log: publish(storage, engine, spec, upload_log),
         job_name="pinster-thumb-abc",
     )
@@ -135,7 +134,7 @@ def _batch(storage: DirectoryStorage, engine: ThumbnailEngine, specs: DictSpecs,
 def test_broken_uploads_fail_alone_while_the_batch_succeeds(
     storage: DirectoryStorage, engine: ThumbnailEngine
 ) -> None:
-    specs = DictSpecs()
+    specs: dict[str, ImageUploadSpec] = {}
     cases = {
         "good": images.photo_jpeg(640, 480),
         "truncated": images.truncated_jpeg(),
@@ -145,11 +144,10 @@ def test_broken_uploads_fail_alone_while_the_batch_succeeds(
     }
     for index, (label, data) in enumerate(cases.items()):
         _, spec = stage_upload(storage, data, imageable_id=str(index))
-        specs.add("ns", label, spec)
-    summary = _batch(storage, engine, specs, [*cases, "deleted-meanwhile"])
+        specs[label] = spec
+    summary = _batch(storage, engine, specs)
     assert summary.exit_code == EXIT_OK
     assert sorted(summary.succeeded) == ["also-good", "good"]
-    assert summary.missing == ["deleted-meanwhile"]
     reasons = {}
     for label in cases:
         result = results.read(storage, "ns", label, Stage.THUMBNAIL)
@@ -165,9 +163,9 @@ def test_broken_uploads_fail_alone_while_the_batch_succeeds(
     lying = results.read(storage, "ns", "lying", Stage.THUMBNAIL)
     assert lying is not None and "cannot be decoded" in lying.message
     # A broken upload is never published and keeps its raw object for inspection.
-    assert storage.head(Area.UPLOAD, specs.specs[("ns", "bomb")].spec.key) is not None
-    assert storage.head(Area.PUBLIC, specs.specs[("ns", "bomb")].spec.md5) is None
-    assert "2 succeeded, 3 failed, 1 gone" in summary.message()
+    assert storage.head(Area.UPLOAD, specs["bomb"].key) is not None
+    assert storage.head(Area.PUBLIC, specs["bomb"].md5) is None
+    assert summary.message().startswith("thumbnail: 2 succeeded, 3 failed\n")
 
 
 class FlakyStorage(DirectoryStorage):
@@ -187,20 +185,18 @@ def test_temporary_trouble_writes_nothing_and_asks_for_a_retry(
     tmp_path: Path, engine: ThumbnailEngine
 ) -> None:
     plain = DirectoryStorage(tmp_path / "s")
-    specs = DictSpecs()
     _, ok = stage_upload(plain, images.photo_jpeg(320, 240), imageable_id="1")
     _, flaky = stage_upload(plain, images.photo_jpeg(330, 240, seed=2), imageable_id="2")
-    specs.add("ns", "ok", ok)
-    specs.add("ns", "flaky", flaky)
+    specs = {"ok": ok, "flaky": flaky}
     storage = FlakyStorage(tmp_path / "s", flaky.md5)
-    summary = _batch(storage, engine, specs, ["ok", "flaky"])
+    summary = _batch(storage, engine, specs)
     assert summary.exit_code == EXIT_TEMPORARY
     assert summary.succeeded == ["ok"]
     assert results.read(storage, "ns", "flaky", Stage.THUMBNAIL) is None
     assert storage.head(Area.UPLOAD, flaky.key) is not None  # raw kept for the retry
     assert "retry flaky: StorageUnavailable" in summary.message()
     # The retry, once storage is back, finishes the job.
-    assert _batch(plain, engine, specs, ["ok", "flaky"]).exit_code == EXIT_OK
+    assert _batch(plain, engine, specs).exit_code == EXIT_OK
     again = results.read(plain, "ns", "flaky", Stage.THUMBNAIL)
     assert again is not None and again.outcome == "succeeded"
 
@@ -208,13 +204,10 @@ def test_temporary_trouble_writes_nothing_and_asks_for_a_retry(
 def test_termination_message_stays_under_4_kib(
     storage: DirectoryStorage, engine: ThumbnailEngine
 ) -> None:
-    specs = DictSpecs()
-    names = []
+    specs: dict[str, ImageUploadSpec] = {}
     for index in range(200):
         _, spec = stage_upload(storage, images.lying_png(64, 48 + index), imageable_id=str(index))
-        name = f"upload-with-a-long-name-{index:04d}"
-        specs.add("ns", name, spec)
-        names.append(name)
-    message = _batch(storage, engine, specs, names).message()
+        specs[f"upload-with-a-long-name-{index:04d}"] = spec
+    message = _batch(storage, engine, specs).message()
     assert message.startswith("thumbnail: 0 succeeded, 200 failed")
     assert len(message.encode()) <= 4000
