@@ -73,11 +73,13 @@ def configure(settings: kopf.OperatorSettings) -> None:
     # a connection silent for longer than that plus a margin is dead and reopened.
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
-    # At start kopf lists every upload: in pages, each handed to a bounded number of
-    # per-object workers that end soon after their last event (our handlers return at
-    # once), so 10,000 listed uploads are never all in memory at once.
-    settings.watching.chunk_size = 500
-    settings.queueing.worker_limit = 200
+    # At start kopf lists every upload: in small pages, each object handed at once to a
+    # worker of its own (kopf's default: no limit) that ends soon after its last event
+    # (our handlers return at once). A worker limit made it worse: the objects waiting
+    # for a worker keep their bodies queued while the listing runs ahead (10,000
+    # uploads: 212-228 MB peak with pages of 500 and 200 workers, 140 MB like this).
+    settings.watching.chunk_size = 100
+    settings.queueing.worker_limit = None
     settings.queueing.idle_timeout = 0.1
 
 

@@ -50,8 +50,8 @@ def test_kopf_is_set_for_event_handlers_only() -> None:
     essence = settings.persistence.diffbase_storage.build(body=kopf.Body({"spec": {"a": 1}}))
     assert essence == {}
     # 10,000 listed uploads are never all in memory: pages, a bounded set of workers.
-    assert settings.watching.chunk_size == 500
-    assert settings.queueing.worker_limit == 200 and settings.queueing.idle_timeout < 1
+    assert settings.watching.chunk_size == 100
+    assert settings.queueing.worker_limit is None and settings.queueing.idle_timeout < 1
     # The Job watch asks the API server for our Jobs only.
     pods = Resource(group="", version="v1", plural="pods", kind="Pod", namespaced=True)
     assert list(settings.watching.label_selectors.collect(pods)) == [
