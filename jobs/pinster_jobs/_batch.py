@@ -4,8 +4,8 @@ Per upload (as the operator described it in the Job: ``PINSTER_UPLOADS``): do th
 write one StageResult. A permanent failure (broken file, bomb) becomes that upload's
 ``failed`` result and the batch goes on; temporary trouble writes nothing for that
 upload and makes the pod exit 75 (EX_TEMPFAIL) at the end, so the Job's backoffLimit
-retries the batch, whose finished uploads are then cheap no-ops. A short summary goes to the termination message, which
-the operator shows when the Job fails.
+retries the batch, whose finished uploads are then cheap no-ops. A short summary goes to
+the termination message, which the operator shows when the Job fails.
 """
 
 from __future__ import annotations
@@ -68,6 +68,43 @@ def write_termination_message(path: Path, text: str) -> None:
         log.debug("termination message not written to %s", path)
 
 
+def _outcome(
+    stage: Stage,
+    namespace: str,
+    name: str,
+    upload: JobUpload,
+    *,
+    work: Work,
+    job_name: str,
+    upload_log: Log,
+) -> results.StageResult:
+    """The upload's result: what the work made, or why it can never succeed. Temporary
+    trouble is raised, so that nothing is written for the upload."""
+    try:
+        data = work(upload, upload_log)
+    except PermanentError as exc:
+        upload_log.warning("%s failed permanently: %s: %s", stage, exc.reason, exc.message)
+        return results.StageResult(
+            namespace=namespace,
+            upload=name,
+            stage=stage,
+            job=job_name,
+            outcome="failed",
+            reason=exc.reason,
+            message=exc.message,
+            uid=upload.uid,
+        )
+    return results.StageResult(
+        namespace=namespace,
+        upload=name,
+        stage=stage,
+        job=job_name,
+        outcome="succeeded",
+        data=data,
+        uid=upload.uid,
+    )
+
+
 def run_batch(
     stage: Stage,
     namespace: str,
@@ -81,31 +118,9 @@ def run_batch(
     for name, upload in uploads.items():
         upload_log = logs.for_upload(log, namespace, name)
         try:
-            try:
-                data = work(upload, upload_log)
-                result = results.StageResult(
-                    namespace=namespace,
-                    upload=name,
-                    stage=stage,
-                    job=job_name,
-                    outcome="succeeded",
-                    data=data,
-                    uid=upload.uid,
-                )
-            except TemporaryError:
-                raise
-            except PermanentError as exc:
-                upload_log.warning("%s failed permanently: %s: %s", stage, exc.reason, exc.message)
-                result = results.StageResult(
-                    namespace=namespace,
-                    upload=name,
-                    stage=stage,
-                    job=job_name,
-                    outcome="failed",
-                    reason=exc.reason,
-                    message=exc.message,
-                    uid=upload.uid,
-                )
+            result = _outcome(
+                stage, namespace, name, upload, work=work, job_name=job_name, upload_log=upload_log
+            )
             results.write(storage, result)
         except TemporaryError as exc:
             upload_log.warning("%s will be retried: %s: %s", stage, exc.reason, exc.message)

@@ -10,6 +10,7 @@ import enum
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -195,7 +196,7 @@ class JobUpload:
         return cls(uid, spec.md5, spec.key, spec.thumbnail_sizes)
 
 
-def encode_job_uploads(uploads: dict[str, JobUpload]) -> str:
+def encode_job_uploads(uploads: Mapping[str, JobUpload]) -> str:
     """The value of :data:`JOB_UPLOADS_ENV`: JSON, upload name -> what its Job knows."""
     described = {
         name: {"uid": u.uid, "md5": u.md5, "key": u.key, "thumbnailSizes": list(u.thumbnail_sizes)}
