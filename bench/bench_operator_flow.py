@@ -279,7 +279,9 @@ def batch_sizes(jobs: list[Any]) -> dict[str, list[int]]:
     return sizes
 
 
-def run(cluster: Any, uploads: int, latency_runs: int, work: Path) -> None:
+def run(
+    cluster: Any, uploads: int, latency_runs: int, work: Path, max_running: int | None = None
+) -> None:
     from kubernetes import client
 
     api = kube.api_client(str(cluster.kubeconfig))
@@ -311,7 +313,11 @@ def run(cluster: Any, uploads: int, latency_runs: int, work: Path) -> None:
             {
                 "moderation": {"backend": "none"},
                 "config": {"logLevel": "warning"},
-                "operator": {"batch": {"maxSize": 50}},
+                "operator": {
+                    "batch": {"maxSize": 50}
+                    if max_running is None
+                    else {"maxSize": 50, "maxRunning": max_running}
+                },
             },
         )
     )
@@ -399,6 +405,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--uploads", type=int, default=1000)
     parser.add_argument("--latency-runs", type=int, default=5)
+    parser.add_argument(
+        "--max-running",
+        type=int,
+        help="operator.batch.maxRunning (default: the chart's), for an A/B of the cap",
+    )
     args = parser.parse_args()
     from pinster_devcluster import DevCluster
 
@@ -407,7 +418,7 @@ def main() -> None:
         cluster = DevCluster(work / "devcluster")
         cluster.up()
         try:
-            run(cluster, args.uploads, args.latency_runs, work)
+            run(cluster, args.uploads, args.latency_runs, work, args.max_running)
         finally:
             cluster.down()
 

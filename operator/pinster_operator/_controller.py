@@ -44,6 +44,7 @@ from pinster_operator._jobs import (
     job_of_pod,
     job_state,
     pod_succeeded,
+    stage_of_job,
     termination_message,
     uploads_of,
 )
@@ -109,7 +110,11 @@ class Controller:
         self.scheduler: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.batcher = Batcher(
-            self.settings.batch.window, self.settings.batch.max_size, self._flush
+            self.settings.batch.window,
+            self.settings.batch.max_size,
+            self._flush,
+            max_running=self.settings.batch.max_running,
+            job_lifetime=self.settings.jobs.active_deadline_seconds,
         )
         self._orphans = OrphanSweep(
             self.settings,
@@ -169,12 +174,18 @@ class Controller:
         """A Job of ours changed: when it has finished or is gone, its uploads are due."""
         self.last_event["jobs"] = time.monotonic()
         key = (job["metadata"]["namespace"], job["metadata"]["name"])
+        ended = event_type == "DELETED" or is_finished(job)
+        stage = stage_of_job(job)
+        if stage is not None and (ended or key in self._pods_done):
+            self.batcher.job_ended(key[0], stage, key[1])
+        elif stage is not None:
+            self.batcher.job_running(key[0], stage, key[1])
         if event_type == "DELETED":
             self._jobs.pop(key, None)
             self._pods_done.discard(key)
         else:
             self._jobs[key] = job
-        if event_type == "DELETED" or is_finished(job):
+        if ended:
             self.wake(job["metadata"]["namespace"], uploads_of(job))
 
     def job_pod_event(self, event_type: str | None, pod: dict[str, Any]) -> None:
@@ -187,6 +198,9 @@ class Controller:
         if key in self._pods_done:
             return
         self._pods_done.add(key)
+        stage = stage_of_job(pod)
+        if stage is not None:
+            self.batcher.job_ended(key[0], stage, job)
         known = self._jobs.get(key)
         if known is not None:  # else the Job's own event wakes them
             self.wake(key[0], uploads_of(known))
@@ -283,11 +297,12 @@ class Controller:
 
     # --- batching (event loop, creation in a thread) ---
 
-    async def _flush(self, namespace: str, stage: Stage, group: list[UploadRef]) -> None:
+    async def _flush(self, namespace: str, stage: Stage, group: list[UploadRef]) -> set[str]:
         assigned = await asyncio.to_thread(self._creator.create_jobs, namespace, stage, group)
         for name, job in assigned.items():
             self._assigned[(namespace, name, stage)] = job
             self.queue.enqueue((namespace, name))
+        return set(assigned.values())
 
     # --- reconcile (worker thread) ---
 

@@ -254,6 +254,15 @@ def job_of_pod(pod: dict[str, Any]) -> str | None:
     return str(name) if name else None
 
 
+def stage_of_job(obj: dict[str, Any]) -> Stage | None:
+    """The stage of one of our Jobs or of its pod (both carry the label), if it has one."""
+    value = ((obj.get("metadata") or {}).get("labels") or {}).get(LABEL_STAGE)
+    try:
+        return Stage(str(value))
+    except ValueError:
+        return None
+
+
 def pod_succeeded(pod: dict[str, Any]) -> bool:
     """The Job's container exited 0: every result of the pod is stored. The Job
     controller says ``Complete`` 1-2 s later (it batches pod updates, then removes its

@@ -140,6 +140,9 @@ def pass_through_env(env: Environ) -> tuple[tuple[str, str], ...]:
 class BatchSettings:
     window: float = 2.0
     max_size: int = 20
+    #: unfinished Jobs per stage and namespace before new uploads wait for one to end
+    #: (then sharing a larger Job); 0: no cap
+    max_running: int = 4
     #: A Job carries its uploads in one environment variable, which Linux caps at 128 KiB:
     #: ~0.15 KB per upload as the upload service makes them, 1.8 KB at the CRD's limits.
     MAX_SIZE_LIMIT = 64
@@ -149,6 +152,7 @@ class BatchSettings:
         return cls(
             window=env_float(env, "PINSTER_BATCH_WINDOW", 2.0, minimum=0.0),
             max_size=env_int(env, "PINSTER_BATCH_MAX", 20, minimum=1, maximum=cls.MAX_SIZE_LIMIT),
+            max_running=env_int(env, "PINSTER_BATCH_MAX_RUNNING", 4, minimum=0),
         )
 
 

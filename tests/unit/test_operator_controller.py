@@ -291,3 +291,39 @@ def test_results_of_an_earlier_upload_of_the_same_name_are_ignored(
 
     run(kube, storage, api, script)
     assert [r.status for r in api.all()] == [201]
+
+
+def test_uploads_wait_for_a_running_job_of_their_stage_at_the_cap(
+    tmp_path: Path, api: PinsterApi
+) -> None:
+    """PINSTER_BATCH_MAX_RUNNING=1: while the first moderation Job runs, later uploads
+    get no Job; the Job's end, seen in its events, starts them in one Job."""
+    kube, storage = FakeKube(), DirectoryStorage(tmp_path, "http://cdn.test")
+    names = [f"img-{i}" for i in range(4)]
+    for i, name in enumerate(names):
+        kube.add_upload(name, f"{i:032x}")
+
+    def moderation_jobs() -> list[str]:
+        return [
+            name
+            for name, job in kube.jobs.items()
+            if job["metadata"]["labels"]["images.pinster.io/stage"] == Stage.MODERATION
+        ]
+
+    async def script(c: Controller) -> None:
+        c.observe("ADDED", copy.deepcopy(kube.uploads["img-0"]))
+        await until(lambda: len(moderation_jobs()) == 1, what="the first Job")
+        first = moderation_jobs()[0]
+        c.job_event("ADDED", copy.deepcopy(kube.jobs[first]))
+        for name in names[1:]:
+            c.observe("ADDED", copy.deepcopy(kube.uploads[name]))
+        await until(lambda: all(phase(kube, n) == "Pending" for n in names[1:]))
+        await asyncio.sleep(0.3)  # many batch windows and polls: still one Job
+        assert moderation_jobs() == [first]
+        kube.finish(first)
+        c.job_event("MODIFIED", copy.deepcopy(kube.jobs[first]))
+        await until(lambda: len(moderation_jobs()) == 2, what="the held uploads' Job")
+        second = next(j for j in moderation_jobs() if j != first)
+        assert sorted(uploads_of(kube.jobs[second])) == names[1:]
+
+    run(kube, storage, api, script, PINSTER_BATCH_MAX="8", PINSTER_BATCH_MAX_RUNNING="1")

@@ -192,8 +192,9 @@ def test_termination_message_takes_the_newest() -> None:
 def test_batcher_groups_by_window_and_size() -> None:
     flushed: list[tuple[str, Stage, list[str]]] = []
 
-    async def flush(namespace: str, stage: Stage, group: list[UploadRef]) -> None:
+    async def flush(namespace: str, stage: Stage, group: list[UploadRef]) -> set[str]:
         flushed.append((namespace, stage, [r.name for r in group]))
+        return set()
 
     async def flushes(count: int) -> None:
         await until(lambda: len(flushed) >= count, timeout=5, what=f"{count} flushes")
@@ -235,8 +236,8 @@ def test_a_quiet_key_flushes_once_no_companion_comes() -> None:
     """A quiet key's batch is due ``SETTLE`` after its last upload, ``GATHER`` after its
     first at the latest; under load, a window after its first (read off its timer)."""
 
-    async def noop(namespace: str, stage: Stage, group: list[UploadRef]) -> None:
-        return None
+    async def noop(namespace: str, stage: Stage, group: list[UploadRef]) -> set[str]:
+        return set()
 
     class LongSettle(Batcher):
         SETTLE = 60.0  # longer than GATHER: the cap decides
@@ -262,5 +263,67 @@ def test_a_quiet_key_flushes_once_no_companion_comes() -> None:
         capped.add(Stage.THUMBNAIL, UploadRef("a", "t1", "t", SPEC))
         assert capped._timers[key].when() <= first + Batcher.GATHER + 0.01
         await capped.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_key_at_its_running_cap_holds_its_uploads_until_a_job_ends() -> None:
+    """With ``max_running`` Jobs of a key unfinished, later uploads wait and then share
+    as few Jobs as the free slots allow; other keys and a lone upload are not held."""
+    flushed: list[list[str]] = []
+
+    async def flush(namespace: str, stage: Stage, group: list[UploadRef]) -> set[str]:
+        flushed.append([r.name for r in group])
+        return {f"job-{len(flushed)}"}
+
+    def ref(name: str) -> UploadRef:
+        return UploadRef("a", name, name, SPEC)
+
+    async def scenario() -> None:
+        batcher = Batcher(window=0.05, max_size=2, flush=flush, max_running=1)
+        batcher.add(Stage.MODERATION, ref("u0"))  # a lone upload starts at once
+        await until(lambda: flushed == [["u0"]], timeout=5, what="the first Job")
+        for name in ("u1", "u2", "u3", "u4", "u5"):
+            batcher.add(Stage.MODERATION, ref(name))
+        batcher.add(Stage.THUMBNAIL, ref("t0"))  # another key: its own cap
+        await until(lambda: len(flushed) == 2, timeout=5, what="the thumbnail Job")
+        assert flushed[1] == ["t0"]
+        await asyncio.sleep(0.2)  # several windows: job-1 still runs, nothing starts
+        assert len(flushed) == 2
+        batcher.job_ended("a", Stage.MODERATION, "job-1")
+        await until(lambda: len(flushed) == 3, timeout=5, what="the held uploads' Job")
+        assert flushed[2] == ["u1", "u2"]  # one free slot: one Job of max_size
+        batcher.job_running("a", Stage.MODERATION, "job-3")  # as its events report it
+        batcher.job_ended("a", Stage.MODERATION, "job-3")
+        await until(lambda: len(flushed) == 4, timeout=5, what="the next held Job")
+        assert flushed[3] == ["u3", "u4"]
+        # A Job reported ended before its creation came back never takes a slot.
+        batcher.job_ended("a", Stage.MODERATION, "job-4")
+        await until(lambda: len(flushed) == 5, timeout=5, what="the last held Job")
+        assert flushed[4] == ["u5"]
+        await batcher.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_job_no_event_reports_ended_counts_for_its_lifetime_only() -> None:
+    flushed: list[list[str]] = []
+
+    async def flush(namespace: str, stage: Stage, group: list[UploadRef]) -> set[str]:
+        flushed.append([r.name for r in group])
+        return {f"job-{len(flushed)}"}
+
+    async def scenario() -> None:
+        batcher = Batcher(window=0.05, max_size=5, flush=flush, max_running=1, job_lifetime=0.3)
+        batcher.add(Stage.MODERATION, UploadRef("a", "u0", "0", SPEC))
+        await until(lambda: len(flushed) == 1, timeout=5, what="the first Job")
+        batcher.add(Stage.MODERATION, UploadRef("a", "u1", "1", SPEC))
+        await asyncio.sleep(0.1)
+        assert len(flushed) == 1  # held while job-1 counts
+        # job-1's end is never reported: it stops counting after its lifetime, and the
+        # held group is looked at again without an event.
+        await until(lambda: len(flushed) == 2, timeout=5, what="the held upload's Job")
+        assert flushed[1] == ["u1"]
+        await batcher.close()
 
     asyncio.run(scenario())
