@@ -10,6 +10,7 @@ the termination message, which the operator shows when the Job fails.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -80,29 +81,20 @@ def _outcome(
 ) -> results.StageResult:
     """The upload's result: what the work made, or why it can never succeed. Temporary
     trouble is raised, so that nothing is written for the upload."""
-    try:
-        data = work(upload, upload_log)
-    except PermanentError as exc:
-        upload_log.warning("%s failed permanently: %s: %s", stage, exc.reason, exc.message)
-        return results.StageResult(
-            namespace=namespace,
-            upload=name,
-            stage=stage,
-            job=job_name,
-            outcome="failed",
-            reason=exc.reason,
-            message=exc.message,
-            uid=upload.uid,
-        )
-    return results.StageResult(
+    result = functools.partial(
+        results.StageResult,
         namespace=namespace,
         upload=name,
         stage=stage,
         job=job_name,
-        outcome="succeeded",
-        data=data,
         uid=upload.uid,
     )
+    try:
+        data = work(upload, upload_log)
+    except PermanentError as exc:
+        upload_log.warning("%s failed permanently: %s: %s", stage, exc.reason, exc.message)
+        return result(outcome="failed", reason=exc.reason, message=exc.message)
+    return result(outcome="succeeded", data=data)
 
 
 def run_batch(

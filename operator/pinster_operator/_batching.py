@@ -169,8 +169,9 @@ class Batcher:
         if not taken:
             return
         self._last_start[key] = loop.time()
-        self._creating[key] = self._creating.get(key, 0) + math.ceil(len(taken) / self.max_size)
-        task = loop.create_task(self._run(key, taken))
+        creating = math.ceil(len(taken) / self.max_size)
+        self._creating[key] = self._creating.get(key, 0) + creating
+        task = loop.create_task(self._run(key, taken, creating))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -199,7 +200,7 @@ class Batcher:
         if self._running.get(key, {}).pop(name, None) is not None and key in self._held:
             self._start(key)
 
-    async def _run(self, key: Key, group: list[UploadRef]) -> None:
+    async def _run(self, key: Key, group: list[UploadRef], creating: int) -> None:
         namespace, stage = key
         jobs: Collection[str] = ()
         try:
@@ -208,7 +209,7 @@ class Batcher:
             # The uploads are re-added by their next reconcile (poll interval).
             logger.exception("creating a %s Job in %s failed", stage, namespace)
         finally:
-            self._creating[key] -= math.ceil(len(group) / self.max_size)
+            self._creating[key] -= creating
             for name in jobs:
                 self.job_running(namespace, stage, name)
             for ref in group:

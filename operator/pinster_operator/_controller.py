@@ -176,10 +176,11 @@ class Controller:
         key = (job["metadata"]["namespace"], job["metadata"]["name"])
         ended = event_type == "DELETED" or is_finished(job)
         stage = stage_of_job(job)
-        if stage is not None and (ended or key in self._pods_done):
-            self.batcher.job_ended(key[0], stage, key[1])
-        elif stage is not None:
-            self.batcher.job_running(key[0], stage, key[1])
+        if stage is not None:  # the batcher's count of running Jobs
+            if ended or key in self._pods_done:
+                self.batcher.job_ended(key[0], stage, key[1])
+            else:
+                self.batcher.job_running(key[0], stage, key[1])
         if event_type == "DELETED":
             self._jobs.pop(key, None)
             self._pods_done.discard(key)

@@ -318,7 +318,16 @@ def test_uploads_wait_for_a_running_job_of_their_stage_at_the_cap(
         for name in names[1:]:
             c.observe("ADDED", copy.deepcopy(kube.uploads[name]))
         await until(lambda: all(phase(kube, n) == "Pending" for n in names[1:]))
-        await asyncio.sleep(0.3)  # many batch windows and polls: still one Job
+        requeued = c.metrics.registry.get_sample_value
+        polled = requeued("pinster_reconciles_total", {"result": "requeued"}) or 0
+        # Each held upload polled twice more (many batch windows): still one Job.
+        await until(
+            lambda: (
+                (requeued("pinster_reconciles_total", {"result": "requeued"}) or 0)
+                >= polled + 2 * len(names[1:])
+            ),
+            what="the held uploads' polls",
+        )
         assert moderation_jobs() == [first]
         kube.finish(first)
         c.job_event("MODIFIED", copy.deepcopy(kube.jobs[first]))
