@@ -22,6 +22,7 @@ import argparse
 import hashlib
 import io
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -241,7 +242,6 @@ def cpu_breakdown(cluster: Any) -> dict[str, float]:
 
 def reconciles(api: Any, namespace: str, pod: str) -> dict[str, float]:
     """The operator's ``pinster_reconciles_total`` by result, from its metrics port."""
-    import re
     import urllib.request
 
     from kubernetes import client
@@ -258,6 +258,32 @@ def reconciles(api: Any, namespace: str, pod: str) -> dict[str, float]:
         text = answer.read().decode()
     pattern = r'^pinster_reconciles_total\{result="(\w+)"\} ([0-9.e+]+)$'
     return {m[1]: float(m[2]) for m in re.finditer(pattern, text, re.MULTILINE)}
+
+
+def api_server_traffic(api: Any) -> dict[str, float]:
+    """The API server's counters so far, by resource: watch events sent (to every
+    watcher: the operator, the controllers, the kubelet, this bench), their bytes, and
+    the requests it served by verb (from its own /metrics)."""
+    answer = api.call_api("/metrics", "GET", auth_settings=["BearerToken"], _preload_content=False)
+    text = answer.data.decode()
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        metric = re.match(
+            r"^(apiserver_watch_events_total|apiserver_watch_events_sizes_sum|"
+            r"apiserver_request_total)\{(.*)\} ([0-9.e+]+)$",
+            line,
+        )
+        if metric is None:
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', metric[2]))
+        what = labels.get("resource") or labels.get("kind", "?")
+        if metric[1] == "apiserver_request_total":
+            key = f"{labels.get('verb')} {what}{'/' + labels['subresource'] if labels.get('subresource') else ''}"
+        else:
+            key = f"{'watch events' if metric[1].endswith('total') else 'watch KB'} {what}"
+        value = float(metric[3]) / (1000 if key.startswith("watch KB") else 1)
+        found[key] = found.get(key, 0.0) + value
+    return found
 
 
 def _safe(read: Any, pid: int) -> float:
@@ -339,6 +365,7 @@ def run(
         cpu_before = container_cpu_seconds(api, namespace, operator_pod)
         reconciles_before = reconciles(api, namespace, operator_pod)
         machine_before = cpu_breakdown(cluster)
+        traffic_before = api_server_traffic(api)
         started = time.monotonic()
         with ThreadPoolExecutor(16) as pool:
             names = set(pool.map(bench.create, range(uploads)))
@@ -346,6 +373,7 @@ def run(
         bench.wait_ready(names, timeout=1800)
         total = time.monotonic() - started
         machine = {k: v - machine_before.get(k, 0.0) for k, v in cpu_breakdown(cluster).items()}
+        traffic = {k: v - traffic_before.get(k, 0.0) for k, v in api_server_traffic(api).items()}
         user, system = (
             after - before
             for after, before in zip(
@@ -396,6 +424,10 @@ def run(
     print(f"where the CPU went while they ran ({total:.0f} s x {os.cpu_count()} cores):")
     for what, seconds in machine.items():
         print(f"  {what:<26} {seconds:7.1f} s  {seconds / total * 100:5.0f}% of one core")
+    print("the API server's work per upload (watch events to all watchers, requests):")
+    for what, count in sorted(traffic.items(), key=lambda kv: -kv[1]):
+        if count / uploads >= 0.05:
+            print(f"  {what:<40} {count / uploads:7.2f}")
     print(
         f"operator: {cpu / uploads * 1000:.1f} ms CPU per upload, {uploads} Ready in {total:.1f} s"
     )

@@ -4,8 +4,10 @@ Per upload (as the operator described it in the Job: ``PINSTER_UPLOADS``): do th
 write one StageResult. A permanent failure (broken file, bomb) becomes that upload's
 ``failed`` result and the batch goes on; temporary trouble writes nothing for that
 upload and makes the pod exit 75 (EX_TEMPFAIL) at the end, so the Job's backoffLimit
-retries the batch, whose finished uploads are then cheap no-ops. A short summary goes to
-the termination message, which the operator shows when the Job fails.
+retries the batch, whose finished uploads are then cheap no-ops. At the end the records
+written go out again as the Job's one bundle (the operator's single read of the batch).
+A short summary goes to the termination message, which the operator shows when the Job
+fails.
 """
 
 from __future__ import annotations
@@ -107,6 +109,7 @@ def run_batch(
     job_name: str = "",
 ) -> Summary:
     summary = Summary(stage)
+    written: list[results.StageResult] = []
     for name, upload in uploads.items():
         upload_log = logs.for_upload(log, namespace, name)
         try:
@@ -114,6 +117,7 @@ def run_batch(
                 stage, namespace, name, upload, work=work, job_name=job_name, upload_log=upload_log
             )
             results.write(storage, result)
+            written.append(result)
         except TemporaryError as exc:
             upload_log.warning("%s will be retried: %s: %s", stage, exc.reason, exc.message)
             summary.temporary.append((name, f"{exc.reason}: {exc.message}"))
@@ -127,4 +131,22 @@ def run_batch(
             upload_log.info("%s succeeded", stage)
         else:
             summary.failed.append((name, f"{result.reason}: {result.message}"))
+    if written and job_name:
+        _write_bundle(storage, namespace, job_name, written)
     return summary
+
+
+def _write_bundle(
+    storage: Storage, namespace: str, job_name: str, written: list[results.StageResult]
+) -> None:
+    """The batch's records as one object for the operator (one read per Job instead of
+    one per upload). Best effort: without it the operator reads each upload's record."""
+    try:
+        results.write_bundle(storage, namespace, job_name, written)
+    except Exception as exc:
+        log.warning(
+            "the Job's result bundle was not written (%s); the operator reads each "
+            "upload's record instead",
+            exc,
+            extra={"namespace": namespace, "job": job_name},
+        )

@@ -9,7 +9,8 @@ it done, and writes the status.
 
 The side effects are done by collaborators the controller builds and calls: Job creation
 for a batch the batcher flushed (:mod:`._creation`), status writes and Events
-(:mod:`._recorder`), notifications (:mod:`._notifier`), deleting raw bytes and terminal
+(:mod:`._recorder`), reading the Jobs' results (:mod:`._results`), notifications
+(:mod:`._notifier`), deleting raw bytes and terminal
 uploads (:mod:`._cleanup`), the orphan sweep (:mod:`._sweep`). They share its Kube,
 Storage, Metrics and settings, never the controller itself.
 
@@ -30,9 +31,9 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from pinster_images import logs, results
+from pinster_images import logs
 from pinster_images.resource import ANNOTATION_RETRY, ImageUploadSpec, Phase, Stage
-from pinster_images.storage import Area, Storage
+from pinster_images.storage import Storage
 from pinster_operator._batching import Batcher
 from pinster_operator._cleanup import Cleanup
 from pinster_operator._creation import JobCreator
@@ -61,6 +62,7 @@ from pinster_operator._metrics import Metrics
 from pinster_operator._notifier import Notifier
 from pinster_operator._queue import Key, WorkQueue
 from pinster_operator._recorder import StatusRecorder
+from pinster_operator._results import ResultReader
 from pinster_operator._settings import OperatorSettings
 from pinster_operator._status import Status, phase_of
 from pinster_operator._sweep import OrphanSweep, SweepSummary
@@ -128,6 +130,8 @@ class Controller:
         #: write of each upload (to skip older watch events)
         self._recorder = StatusRecorder(self.kube, self.metrics)
         self._notifier = Notifier(self.settings.notify, self.storage, self.metrics)
+        #: the Jobs' results: a finished Job's bundle read once (not a GET per upload)
+        self._results = ResultReader(self.storage)
         self._cleanup = Cleanup(self.settings, self.kube, self.storage)
 
     # --- lifecycle (event loop) ---
@@ -184,6 +188,9 @@ class Controller:
         if event_type == "DELETED":
             self._jobs.pop(key, None)
             self._pods_done.discard(key)
+            self._results.job_gone(*key)
+            if self._loop is not None:  # (None: not started, as in tests of the wiring)
+                self._loop.run_in_executor(self._executor, self._results.delete_bundle, *key)
         else:
             self._jobs[key] = job
         if ended:
@@ -237,6 +244,7 @@ class Controller:
         """The upload is gone: drop what is kept for it. From any thread."""
         self._bodies.pop(key, None)
         self._recorder.forget(key)
+        self._results.forget(key)
         self.queue.threadsafe(self._forget_on_loop, key)
         self.metrics.observe(key, None)
 
@@ -355,6 +363,7 @@ class Controller:
         status: dict[str, Any] = obj.get("status") or {}
         now = datetime.now(UTC)
         stage = stage_of(phase_of(status))
+        self._results.moved_on(key, stage)
         result, job = None, None
         if stage is not None:
             job_name = (status.get("jobs") or {}).get(stage.value)
@@ -363,9 +372,7 @@ class Controller:
             if job_name:
                 job = self._job_state(namespace, job_name)
                 if job.status != "running":
-                    result = results.read(self.storage, namespace, name, stage)
-                    if result is not None and not result.is_for(str(meta.get("uid", ""))):
-                        result = None  # an earlier ImageUpload's of this name: not ours
+                    result = self._results.read(key, stage, job_name, str(meta.get("uid", "")))
                     if result is not None:
                         job = None
         assigned = {
@@ -385,7 +392,7 @@ class Controller:
         )
         decision = decide(facts, self.settings)
         for cleared in decision.clear_results:
-            self.storage.delete(Area.UPLOAD, results.result_key(namespace, name, cleared))
+            self._results.clear(key, cleared)
         acted = self._act(obj, facts, decision)
         if acted is None:
             return None

@@ -7,6 +7,12 @@ the Job finishes (also after its own restart) and stays the only writer of statu
 A record names the ImageUpload's uid the Job read: one left by an earlier ImageUpload of
 the same name (deleted, then uploaded again) is not this one's, and is ignored rather
 than deleted up front (two DELETEs per upload).
+
+When its uploads are done, a Job also writes all its records again as one *bundle*,
+``results/<namespace>/_jobs/<job>.json`` (``_`` never starts an upload's name). The
+operator reads a finished Job's bundle once instead of one record per upload, and
+deletes it; the per-upload records stay the durable channel (a retried pod's progress,
+an operator restart, a Job whose bundle is lost).
 """
 
 from __future__ import annotations
@@ -26,6 +32,10 @@ Outcome = Literal["succeeded", "failed"]
 
 def result_key(namespace: str, upload: str, stage: Stage) -> str:
     return f"{RESULTS_PREFIX}{namespace}/{upload}/{stage}.json"
+
+
+def bundle_key(namespace: str, job: str) -> str:
+    return f"{RESULTS_PREFIX}{namespace}/_jobs/{job}.json"
 
 
 @dataclass
@@ -60,9 +70,11 @@ class StageResult:
 
     @classmethod
     def from_json(cls, raw: bytes) -> StageResult:
-        fields = json.loads(raw)
-        fields["stage"] = Stage(fields["stage"])
-        return cls(**fields)
+        return cls.from_dict(json.loads(raw))
+
+    @classmethod
+    def from_dict(cls, fields: dict[str, Any]) -> StageResult:
+        return cls(**{**fields, "stage": Stage(fields["stage"])})
 
 
 def write(storage: Storage, result: StageResult) -> None:
@@ -82,6 +94,27 @@ def read(storage: Storage, namespace: str, upload: str, stage: Stage) -> StageRe
     except NotFoundError:
         return None
     return StageResult.from_json(stored.data)
+
+
+def write_bundle(storage: Storage, namespace: str, job: str, written: list[StageResult]) -> None:
+    """The records ``job`` wrote, as one object (see the module's docstring)."""
+    storage.put(
+        Area.UPLOAD,
+        bundle_key(namespace, job),
+        json.dumps([asdict(result) for result in written], sort_keys=True).encode(),
+        content_type="application/json",
+        cache_control=None,
+    )
+
+
+def read_bundle(storage: Storage, namespace: str, job: str) -> list[StageResult] | None:
+    """The records in ``job``'s bundle; None when there is none (an older Job image, a
+    Job that wrote no record, or a bundle read and deleted before)."""
+    try:
+        stored = storage.get(Area.UPLOAD, bundle_key(namespace, job))
+    except NotFoundError:
+        return None
+    return [StageResult.from_dict(fields) for fields in json.loads(stored.data)]
 
 
 def delete(storage: Storage, namespace: str, upload: str) -> None:

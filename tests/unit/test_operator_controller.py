@@ -70,18 +70,51 @@ def phase(kube: FakeKube, name: str) -> str | None:
 def work(
     kube: FakeKube, storage: DirectoryStorage, stage: Stage, data: dict[str, Any], uid: str = ""
 ) -> list[str]:
-    """Play the Jobs of ``stage``: write a result per upload (naming ``uid`` if given),
-    mark them Complete."""
+    """Play the Jobs of ``stage`` as their pods do: write a result per upload (naming
+    ``uid`` if given), then the Job's bundle of them; mark them Complete."""
     done = []
     for name, job in kube.jobs.items():
         if job["metadata"]["labels"]["images.pinster.io/stage"] != stage or job.get("status"):
             continue
-        for upload in uploads_of(job):
-            written = StageResult(NS, upload, stage, name, "succeeded", data=data, uid=uid)
-            results.write(storage, written)
+        written = [
+            StageResult(NS, upload, stage, name, "succeeded", data=data, uid=uid)
+            for upload in uploads_of(job)
+        ]
+        for record in written:
+            results.write(storage, record)
+        results.write_bundle(storage, NS, name, written)
         kube.finish(name)
         done.append(name)
     return done
+
+
+def test_a_batch_reads_one_bundle_per_job_and_no_record(tmp_path: Path, api: PinsterApi) -> None:
+    kube, storage = FakeKube(), DirectoryStorage(tmp_path, "http://cdn.test")
+    read: list[str] = []
+    get = storage.get
+    storage.get = lambda area, key: read.append(key) or get(area, key)  # type: ignore[method-assign]
+    names = [f"img-{i}" for i in range(5)]
+    for i, name in enumerate(names):
+        kube.add_upload(name, f"{i:032x}")
+
+    async def script(c: Controller) -> None:
+        for name in names:
+            c.observe("ADDED", copy.deepcopy(kube.uploads[name]))
+        await until(lambda: all(phase(kube, n) == "Moderating" for n in names))
+        for job in work(kube, storage, Stage.MODERATION, APPROVED):
+            c.wake(NS, uploads_of(kube.jobs[job]))
+        await until(lambda: all(phase(kube, n) == "Thumbnailing" for n in names))
+        for job in work(kube, storage, Stage.THUMBNAIL, PUBLISHED):
+            c.wake(NS, uploads_of(kube.jobs[job]))
+        await until(lambda: all(phase(kube, n) == "Ready" for n in names))
+
+    run(kube, storage, api, script)
+    jobs = sorted(kube.jobs)
+    assert len(jobs) == 2  # one per stage
+    assert sorted(k for k in read if k.startswith("results/")) == sorted(
+        results.bundle_key(NS, job) for job in jobs
+    )
+    assert all(storage.head(Area.UPLOAD, results.bundle_key(NS, job)) is None for job in jobs)
 
 
 def test_batch_of_uploads_to_ready_with_one_post_each(tmp_path: Path, api: PinsterApi) -> None:

@@ -162,6 +162,11 @@ def test_broken_uploads_fail_alone_while_the_batch_succeeds(
     }
     lying = results.read(storage, "ns", "lying", Stage.THUMBNAIL)
     assert lying is not None and "cannot be decoded" in lying.message
+    # The same records again, as the Job's one bundle for the operator.
+    bundle = results.read_bundle(storage, "ns", "pinster-thumb-abc")
+    assert bundle is not None
+    assert {r.upload: (r.outcome, r.reason) for r in bundle} == reasons
+    assert bundle == [results.read(storage, "ns", label, Stage.THUMBNAIL) for label in cases]
     # A broken upload is never published and keeps its raw object for inspection.
     assert storage.head(Area.UPLOAD, specs["bomb"].key) is not None
     assert storage.head(Area.PUBLIC, specs["bomb"].md5) is None
@@ -195,10 +200,15 @@ def test_temporary_trouble_writes_nothing_and_asks_for_a_retry(
     assert results.read(storage, "ns", "flaky", Stage.THUMBNAIL) is None
     assert storage.head(Area.UPLOAD, flaky.key) is not None  # raw kept for the retry
     assert "retry flaky: StorageUnavailable" in summary.message()
+    # The bundle holds what this run wrote, nothing for the upload to retry.
+    partial = results.read_bundle(storage, "ns", "pinster-thumb-abc")
+    assert partial is not None and [r.upload for r in partial] == ["ok"]
     # The retry, once storage is back, finishes the job.
     assert _batch(plain, engine, specs).exit_code == EXIT_OK
     again = results.read(plain, "ns", "flaky", Stage.THUMBNAIL)
     assert again is not None and again.outcome == "succeeded"
+    whole = results.read_bundle(plain, "ns", "pinster-thumb-abc")
+    assert whole is not None and sorted(r.upload for r in whole) == ["flaky", "ok"]
 
 
 def test_termination_message_stays_under_4_kib(
@@ -211,3 +221,22 @@ def test_termination_message_stays_under_4_kib(
     message = _batch(storage, engine, specs).message()
     assert message.startswith("thumbnail: 0 succeeded, 200 failed")
     assert len(message.encode()) <= 4000
+
+
+class BundleRefusingStorage(DirectoryStorage):
+    def put(self, area: Area, key: str, body: Any, **kwargs: Any) -> None:
+        if "/_jobs/" in key:
+            raise TemporaryError("s3 answered SlowDown", reason="StorageUnavailable")
+        super().put(area, key, body, **kwargs)
+
+
+def test_a_bundle_not_written_leaves_the_records_and_the_exit_status(
+    tmp_path: Path, engine: ThumbnailEngine
+) -> None:
+    storage = BundleRefusingStorage(tmp_path / "s")
+    _, spec = stage_upload(storage, images.photo_jpeg(320, 240))
+    summary = _batch(storage, engine, {"ok": spec})
+    assert summary.exit_code == EXIT_OK and summary.succeeded == ["ok"]
+    assert results.read_bundle(storage, "ns", "pinster-thumb-abc") is None
+    record = results.read(storage, "ns", "ok", Stage.THUMBNAIL)
+    assert record is not None and record.outcome == "succeeded"
