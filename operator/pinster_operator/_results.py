@@ -35,9 +35,10 @@ JobKey = tuple[str, str]
 
 
 class ResultReader:
-    #: Jobs whose bundle is remembered (read, or known to be absent); a Job's entries are
-    #: taken by its uploads within seconds, so the empty ones are what this bounds.
-    JOBS_REMEMBERED = 1024
+    #: Jobs whose bundle is remembered (read, or known to be absent). A Job's entries are
+    #: taken by its uploads within seconds, so this bounds mostly empty ones; an entry
+    #: lost to it is read from the upload's own record.
+    JOBS_REMEMBERED = 256
 
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
@@ -109,11 +110,11 @@ class ResultReader:
                 return bundle
             read = results.read_bundle(self.storage, namespace, job)
             bundle = {result.upload: result for result in read or ()}
-            if read is not None:  # its entries are in memory now; deleted again with the Job
-                self.delete_bundle(namespace, job)
             with self._guard:
                 self._bundles[key] = bundle
                 self._loading.pop(key, None)
                 while len(self._bundles) > self.JOBS_REMEMBERED:
                     self._bundles.popitem(last=False)
+        if read is not None:  # its entries are in memory now (deleted again with the Job)
+            self.delete_bundle(namespace, job)
         return bundle

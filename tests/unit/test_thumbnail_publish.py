@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -174,14 +175,14 @@ def test_broken_uploads_fail_alone_while_the_batch_succeeds(
 
 
 class FlakyStorage(DirectoryStorage):
-    """Public writes of one md5 fail as an S3 outage would."""
+    """The writes ``fails`` picks fail as an S3 outage would."""
 
-    def __init__(self, root: Path, md5: str) -> None:
+    def __init__(self, root: Path, fails: Callable[[Area, str], bool]) -> None:
         super().__init__(root)
-        self.md5 = md5
+        self.fails = fails
 
     def put(self, area: Area, key: str, body: Any, **kwargs: Any) -> None:
-        if area == Area.PUBLIC and key.startswith(self.md5):
+        if self.fails(area, key):
             raise TemporaryError("s3 answered SlowDown", reason="StorageUnavailable")
         super().put(area, key, body, **kwargs)
 
@@ -193,7 +194,10 @@ def test_temporary_trouble_writes_nothing_and_asks_for_a_retry(
     _, ok = stage_upload(plain, images.photo_jpeg(320, 240), imageable_id="1")
     _, flaky = stage_upload(plain, images.photo_jpeg(330, 240, seed=2), imageable_id="2")
     specs = {"ok": ok, "flaky": flaky}
-    storage = FlakyStorage(tmp_path / "s", flaky.md5)
+    # Public writes of one md5 fail.
+    storage = FlakyStorage(
+        tmp_path / "s", lambda area, key: area == Area.PUBLIC and key.startswith(flaky.md5)
+    )
     summary = _batch(storage, engine, specs)
     assert summary.exit_code == EXIT_TEMPORARY
     assert summary.succeeded == ["ok"]
@@ -223,17 +227,10 @@ def test_termination_message_stays_under_4_kib(
     assert len(message.encode()) <= 4000
 
 
-class BundleRefusingStorage(DirectoryStorage):
-    def put(self, area: Area, key: str, body: Any, **kwargs: Any) -> None:
-        if "/_jobs/" in key:
-            raise TemporaryError("s3 answered SlowDown", reason="StorageUnavailable")
-        super().put(area, key, body, **kwargs)
-
-
 def test_a_bundle_not_written_leaves_the_records_and_the_exit_status(
     tmp_path: Path, engine: ThumbnailEngine
 ) -> None:
-    storage = BundleRefusingStorage(tmp_path / "s")
+    storage = FlakyStorage(tmp_path / "s", lambda area, key: "/_jobs/" in key)
     _, spec = stage_upload(storage, images.photo_jpeg(320, 240))
     summary = _batch(storage, engine, {"ok": spec})
     assert summary.exit_code == EXIT_OK and summary.succeeded == ["ok"]
