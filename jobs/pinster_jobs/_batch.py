@@ -5,7 +5,8 @@ write one StageResult. A permanent failure (broken file, bomb) becomes that uplo
 ``failed`` result and the batch goes on; temporary trouble writes nothing for that
 upload and makes the pod exit 75 (EX_TEMPFAIL) at the end, so the Job's backoffLimit
 retries the batch, whose finished uploads are then cheap no-ops. At the end the records
-written go out again as the Job's one bundle (the operator's single read of the batch).
+written go out again as the Job's one bundle (the operator's single read of the batch;
+none for a single record).
 A short summary goes to the termination message, which the operator shows when the Job
 fails.
 """
@@ -131,7 +132,7 @@ def run_batch(
             upload_log.info("%s succeeded", stage)
         else:
             summary.failed.append((name, f"{result.reason}: {result.message}"))
-    if written and job_name:
+    if job_name and len(written) >= results.BUNDLE_MIN:
         _write_bundle(storage, namespace, job_name, written)
     return summary
 

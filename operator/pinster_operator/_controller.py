@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from pinster_images import logs
+from pinster_images import logs, results
 from pinster_images.resource import ANNOTATION_RETRY, ImageUploadSpec, Phase, Stage
 from pinster_images.storage import Storage
 from pinster_operator._batching import Batcher
@@ -372,7 +372,10 @@ class Controller:
             if job_name:
                 job = self._job_state(namespace, job_name)
                 if job.status != "running":
-                    result = self._results.read(key, stage, job_name, str(meta.get("uid", "")))
+                    known = self._jobs.get((namespace, job_name))
+                    bundled = known is None or len(uploads_of(known)) >= results.BUNDLE_MIN
+                    uid = str(meta.get("uid", ""))
+                    result = self._results.read(key, stage, job_name, uid, bundled=bundled)
                     if result is not None:
                         job = None
         assigned = {

@@ -5,9 +5,9 @@ object store GET per upload (see :mod:`pinster_images.results`).
 
 1. the result this upload read before and has not moved past (the moderation verdict is
    read again once its thumbnail Job is assigned: that reconcile needs no GET);
-2. its entry in the Job's bundle: the first upload of a Job to ask reads the whole
-   bundle (one GET) and deletes it from the object store; the other uploads take their
-   entries from memory;
+2. its entry in the Job's bundle, if the Job served several uploads: the first upload
+   of a Job to ask reads the whole bundle (one GET) and deletes it from the object
+   store; the other uploads take their entries from memory;
 3. its own record (one GET): the durable channel, for whatever a bundle lacks (a Job
    that failed part way, an older Job image, an operator restarted after the bundle was
    read).
@@ -48,14 +48,17 @@ class ResultReader:
         self._loading: dict[JobKey, threading.Lock] = {}
         self._guard = threading.Lock()
 
-    def read(self, key: Key, stage: Stage, job: str, uid: str) -> StageResult | None:
+    def read(
+        self, key: Key, stage: Stage, job: str, uid: str, *, bundled: bool
+    ) -> StageResult | None:
         """The result of ``stage`` for the upload ``key`` (its ImageUpload's ``uid``),
-        which ``job`` served and has finished; None when there is none (yet)."""
+        which ``job`` served and has finished; None when there is none (yet).
+        ``bundled``: the Job may have written a bundle (it served several uploads)."""
         kept = self._kept.get(key)
         if kept is not None and kept.stage == stage:
             return kept
         namespace, name = key
-        result = self._bundle(namespace, job).pop(name, None)
+        result = self._bundle(namespace, job).pop(name, None) if bundled else None
         if result is None or result.stage != stage:
             result = results.read(self.storage, namespace, name, stage)
         if result is None or not result.is_for(uid):

@@ -8,11 +8,13 @@ A record names the ImageUpload's uid the Job read: one left by an earlier ImageU
 the same name (deleted, then uploaded again) is not this one's, and is ignored rather
 than deleted up front (two DELETEs per upload).
 
-When its uploads are done, a Job also writes all its records again as one *bundle*,
-``results/<namespace>/_jobs/<job>.json`` (``_`` never starts an upload's name). The
-operator reads a finished Job's bundle once instead of one record per upload, and
-deletes it; the per-upload records stay the durable channel (a retried pod's progress,
-an operator restart, a Job whose bundle is lost).
+When its uploads are done, a Job of several uploads also writes all its records again
+as one *bundle*, ``results/<namespace>/_jobs/<job>.json`` (``_`` never starts an
+upload's name). The operator reads a finished Job's bundle once instead of one record
+per upload, and deletes it; the per-upload records stay the durable channel (a retried
+pod's progress, an operator restart, a Job whose bundle is lost). A Job of one upload
+writes none: its record is all there is to read, and a lone upload waits for nothing
+more.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from pinster_images.resource import Stage, now_rfc3339
 from pinster_images.storage import Area, Storage
 
 RESULTS_PREFIX = "results/"
+#: the fewest records a Job bundles (see the module's docstring)
+BUNDLE_MIN = 2
 
 Outcome = Literal["succeeded", "failed"]
 

@@ -13,7 +13,7 @@ from pinster_operator import Controller
 from pinster_operator._jobs import uploads_of
 
 from pinster_images import keys, results
-from pinster_images.resource import ANNOTATION_RETRY, Stage
+from pinster_images.resource import ANNOTATION_RETRY, LABEL_STAGE, Stage
 from pinster_images.results import StageResult
 from pinster_images.storage import Area
 from tests.support.operator_units import (
@@ -71,7 +71,8 @@ def work(
     kube: FakeKube, storage: DirectoryStorage, stage: Stage, data: dict[str, Any], uid: str = ""
 ) -> list[str]:
     """Play the Jobs of ``stage`` as their pods do: write a result per upload (naming
-    ``uid`` if given), then the Job's bundle of them; mark them Complete."""
+    ``uid`` if given), then the Job's bundle of them if there are several; mark them
+    Complete."""
     done = []
     for name, job in kube.jobs.items():
         if job["metadata"]["labels"]["images.pinster.io/stage"] != stage or job.get("status"):
@@ -82,7 +83,8 @@ def work(
         ]
         for record in written:
             results.write(storage, record)
-        results.write_bundle(storage, NS, name, written)
+        if len(written) >= results.BUNDLE_MIN:
+            results.write_bundle(storage, NS, name, written)
         kube.finish(name)
         done.append(name)
     return done
@@ -118,11 +120,18 @@ def test_batch_of_uploads_to_ready_with_one_post_each(tmp_path: Path, api: Pinst
         assert (counted("pinster_reconciles_total", {"result": "requeued"}) or 0) >= len(names)
 
     run(kube, storage, api, script, PINSTER_BATCH_MAX="3")
-    # Results came from one read of each Job's bundle (then deleted), none from a record:
-    # not even after the 409 or at the polls.
-    bundles = sorted(results.bundle_key(NS, job) for job in kube.jobs)
-    assert sorted(key for key in read if key.startswith("results/")) == bundles
-    assert all(storage.head(Area.UPLOAD, key) is None for key in bundles)
+    # Each Job's results were read once, not again after the 409 or at the polls: from
+    # its bundle (then deleted) when it served several uploads, else from the record.
+    expected = []
+    for name, job in kube.jobs.items():
+        served, stage = uploads_of(job), Stage(job["metadata"]["labels"][LABEL_STAGE])
+        if len(served) >= results.BUNDLE_MIN:
+            expected.append(results.bundle_key(NS, name))
+        else:
+            expected += [results.result_key(NS, upload, stage) for upload in served]
+    assert sorted(key for key in read if key.startswith("results/")) == sorted(expected)
+    assert any("/_jobs/" in key for key in expected)
+    assert not list(storage.list(Area.UPLOAD, f"results/{NS}/_jobs/"))  # all deleted
     # At most 3 per Job, every upload in exactly one Job per stage, and some sharing.
     sizes = [len(uploads_of(j)) for j in kube.jobs.values()]
     assert max(sizes) <= 3 and len(sizes) < 2 * len(names)

@@ -46,6 +46,11 @@ def job_wrote(storage: DirectoryStorage, uploads: list[str], *, bundle: bool = T
         results.write_bundle(storage, NS, JOB, written)
 
 
+def take(reader: ResultReader, name: str, uid: str = "", *, bundled: bool = True) -> Any:
+    """The moderation result of upload ``name`` (uid ``uid-<name>`` unless given) from JOB."""
+    return reader.read((NS, name), Stage.MODERATION, JOB, uid or f"uid-{name}", bundled=bundled)
+
+
 def bundle_gets(storage: CountingStorage) -> int:
     return sum("/_jobs/" in key for key in storage.gets)
 
@@ -58,7 +63,7 @@ def test_a_jobs_uploads_share_one_get_of_its_bundle_which_is_then_deleted(
     job_wrote(storage, names)
     reader = ResultReader(storage)
     for name in names:
-        got = reader.read((NS, name), Stage.MODERATION, JOB, f"uid-{name}")
+        got = take(reader, name)
         assert got is not None and got.upload == name and got.data == {"decision": "Approved"}
     assert storage.gets == [results.bundle_key(NS, JOB)]
     assert storage.head(Area.UPLOAD, results.bundle_key(NS, JOB)) is None
@@ -71,10 +76,10 @@ def test_what_a_bundle_lacks_is_read_from_its_own_record(tmp_path: Path) -> None
     job_wrote(storage, ["u0"])
     results.write(storage, result("late", uid="uid-late"))  # not in the bundle
     reader = ResultReader(storage)
-    assert reader.read((NS, "u0"), Stage.MODERATION, JOB, "uid-u0") is not None
-    late = reader.read((NS, "late"), Stage.MODERATION, JOB, "uid-late")
+    assert take(reader, "u0") is not None
+    late = take(reader, "late")
     assert late is not None and late.upload == "late"
-    assert reader.read((NS, "none"), Stage.MODERATION, JOB, "uid-none") is None
+    assert take(reader, "none") is None
     assert bundle_gets(storage) == 1  # read once, not asked for again
 
 
@@ -86,19 +91,27 @@ def test_without_a_bundle_each_record_is_read_and_the_bundle_asked_for_once(
     job_wrote(storage, names, bundle=False)  # a Job of an older image
     reader = ResultReader(storage)
     for name in names:
-        assert reader.read((NS, name), Stage.MODERATION, JOB, f"uid-{name}") is not None
+        assert take(reader, name) is not None
     assert bundle_gets(storage) == 1
     assert len(storage.gets) == 1 + len(names)
+
+
+def test_a_job_of_one_upload_is_read_from_its_record_alone(tmp_path: Path) -> None:
+    storage = CountingStorage(tmp_path)
+    job_wrote(storage, ["u0"], bundle=False)  # one record: the Job writes no bundle
+    reader = ResultReader(storage)
+    assert take(reader, "u0", bundled=False) is not None
+    assert storage.gets == [results.result_key(NS, "u0", Stage.MODERATION)]
 
 
 def test_a_result_of_an_earlier_upload_of_the_name_is_not_taken(tmp_path: Path) -> None:
     storage = CountingStorage(tmp_path)
     job_wrote(storage, ["u0", "u1"])
     reader = ResultReader(storage)
-    assert reader.read((NS, "u0"), Stage.MODERATION, JOB, "another-uid") is None
+    assert take(reader, "u0", uid="another-uid") is None
     results.write(storage, result("u1", uid="old-uid"))  # the record is an earlier one's too
-    assert reader.read((NS, "u1"), Stage.MODERATION, JOB, "uid-u1") is not None  # the bundle's
-    assert reader.read((NS, "u2"), Stage.MODERATION, JOB, "uid-u2") is None
+    assert take(reader, "u1") is not None  # the bundle's
+    assert take(reader, "u2") is None
 
 
 def test_a_result_is_kept_until_the_upload_moves_on(tmp_path: Path) -> None:
@@ -106,15 +119,15 @@ def test_a_result_is_kept_until_the_upload_moves_on(tmp_path: Path) -> None:
     job_wrote(storage, ["u0"])
     reader = ResultReader(storage)
     key = (NS, "u0")
-    first = reader.read(key, Stage.MODERATION, JOB, "uid-u0")
+    first = take(reader, "u0")
     reader.moved_on(key, Stage.MODERATION)  # still moderating (its thumbnail Job is due)
-    assert reader.read(key, Stage.MODERATION, JOB, "uid-u0") is first
+    assert take(reader, "u0") is first
     assert len(storage.gets) == 1
     reader.moved_on(key, Stage.THUMBNAIL)
-    again = reader.read(key, Stage.MODERATION, JOB, "uid-u0")  # from its record now
+    again = take(reader, "u0")  # from its record now
     assert again == first and len(storage.gets) == 2
     reader.clear(key, Stage.MODERATION)  # a retry: the record goes, nothing is kept
-    assert reader.read(key, Stage.MODERATION, JOB, "uid-u0") is None
+    assert take(reader, "u0") is None
 
 
 def test_uploads_reconciled_at_once_share_one_bundle_get(tmp_path: Path) -> None:
@@ -126,7 +139,7 @@ def test_uploads_reconciled_at_once_share_one_bundle_get(tmp_path: Path) -> None
     got: dict[str, Any] = {}
 
     def read(name: str) -> None:
-        got[name] = reader.read((NS, name), Stage.MODERATION, JOB, f"uid-{name}")
+        got[name] = take(reader, name)
 
     threads = [threading.Thread(target=read, args=(name,)) for name in names]
     for thread in threads:
