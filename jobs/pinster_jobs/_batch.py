@@ -6,9 +6,8 @@ write one StageResult. A permanent failure (broken file, bomb) becomes that uplo
 upload and makes the pod exit 75 (EX_TEMPFAIL) at the end, so the Job's backoffLimit
 retries the batch, whose finished uploads are then cheap no-ops. At the end the records
 written go out again as the Job's one bundle (the operator's single read of the batch;
-none for a single record).
-A short summary goes to the termination message, which the operator shows when the Job
-fails.
+none for a single record). A short summary goes to the termination message, which the
+operator shows when the Job fails.
 """
 
 from __future__ import annotations
