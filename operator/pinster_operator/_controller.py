@@ -10,14 +10,14 @@ it done, and writes the status.
 The side effects are done by collaborators the controller builds and calls: Job creation
 for a batch the batcher flushed (:mod:`._creation`), status writes and Events
 (:mod:`._recorder`), reading the Jobs' results (:mod:`._results`), notifications
-(:mod:`._notifier`), deleting raw bytes and terminal
-uploads (:mod:`._cleanup`), the orphan sweep (:mod:`._sweep`). They share its Kube,
+(:mod:`._notifier`), deleting raw bytes and terminal uploads (:mod:`._cleanup`), the
+orphan sweep (:mod:`._sweep`). They share its Kube,
 Storage, Metrics and settings, never the controller itself.
 
 Threads: the event loop owns the queue, its timers and the batcher; workers reach them
 with ``call_soon_threadsafe``. The per-upload caches (bodies, our last written versions
-in the recorder, Job assignments, Job states) are read and written one key at a time
-from both sides.
+in the recorder, Job assignments, Job states, results kept by the result reader) are
+read and written one key at a time from both sides.
 """
 
 from __future__ import annotations
