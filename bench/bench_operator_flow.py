@@ -52,7 +52,7 @@ from tests.support import release  # noqa: E402
 from tests.support.crd import install_crd  # noqa: E402
 from tests.support.images import noisy_jpeg  # noqa: E402
 from tests.support.pinster_api import PinsterApi  # noqa: E402
-from tests.support.pods import container_cpu_seconds  # noqa: E402
+from tests.support.pods import container_cpu_seconds, metric_samples  # noqa: E402
 from tests.support.s3 import S3Server  # noqa: E402
 
 SERVICE_URL = "http://images.bench"
@@ -242,22 +242,8 @@ def cpu_breakdown(cluster: Any) -> dict[str, float]:
 
 def reconciles(api: Any, namespace: str, pod: str) -> dict[str, float]:
     """The operator's ``pinster_reconciles_total`` by result, from its metrics port."""
-    import urllib.request
-
-    from kubernetes import client
-
-    found = client.CoreV1Api(api).read_namespaced_pod(pod, namespace)
-    port = next(
-        p.container_port
-        for c in found.spec.containers
-        for p in c.ports or []
-        if p.name == "metrics"
-    )
-    url = f"http://{found.status.pod_ip}:{port}/metrics"
-    with urllib.request.urlopen(url, timeout=10) as answer:
-        text = answer.read().decode()
-    pattern = r'^pinster_reconciles_total\{result="(\w+)"\} ([0-9.e+]+)$'
-    return {m[1]: float(m[2]) for m in re.finditer(pattern, text, re.MULTILINE)}
+    samples = metric_samples(api, namespace, pod, "pinster_reconciles_total")
+    return {sample.labels["result"]: float(sample.value) for sample in samples}
 
 
 def api_server_traffic(api: Any) -> dict[str, float]:

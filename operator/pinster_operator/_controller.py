@@ -131,7 +131,7 @@ class Controller:
         self._recorder = StatusRecorder(self.kube, self.metrics)
         self._notifier = Notifier(self.settings.notify, self.storage, self.metrics)
         #: the Jobs' results: a finished Job's bundle read once (not a GET per upload)
-        self._results = ResultReader(self.storage)
+        self._results = ResultReader(self.storage, self.metrics)
         self._cleanup = Cleanup(self.settings, self.kube, self.storage)
 
     # --- lifecycle (event loop) ---

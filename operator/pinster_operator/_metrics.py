@@ -57,6 +57,15 @@ class Metrics:
         )
         for result in ("done", "requeued", "error"):
             self.reconciles.labels(result)
+        self.result_reads = Counter(
+            "pinster_result_reads",
+            "GETs of stage results from the object store, by source: a Job's bundle (all "
+            "its uploads at once) or one upload's record.",
+            ["source"],
+            registry=self.registry,
+        )
+        for source in ("bundle", "record"):
+            self.result_reads.labels(source)
         self._phases: dict[tuple[str, str], str] = {}
         self._phases_lock = threading.Lock()
         for phase in Phase:

@@ -27,6 +27,7 @@ from pinster_images import results
 from pinster_images.resource import Stage
 from pinster_images.results import StageResult
 from pinster_images.storage import Area, Storage
+from pinster_operator._metrics import Metrics
 from pinster_operator._queue import Key
 
 logger = logging.getLogger("pinster_operator")
@@ -40,8 +41,9 @@ class ResultReader:
     #: lost to it is read from the upload's own record.
     JOBS_REMEMBERED = 256
 
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: Storage, metrics: Metrics) -> None:
         self.storage = storage
+        self.metrics = metrics
         self._kept: dict[Key, StageResult] = {}
         #: (namespace, job) -> upload name -> its result not yet taken
         self._bundles: OrderedDict[JobKey, dict[str, StageResult]] = OrderedDict()
@@ -60,6 +62,7 @@ class ResultReader:
         namespace, name = key
         result = self._bundle(namespace, job).pop(name, None) if bundled else None
         if result is None or result.stage != stage:
+            self.metrics.result_reads.labels("record").inc()
             result = results.read(self.storage, namespace, name, stage)
         if result is None or not result.is_for(uid):
             return None  # none, or an earlier ImageUpload's of this name: not ours
@@ -111,6 +114,7 @@ class ResultReader:
                 bundle = self._bundles.get(key)
             if bundle is not None:  # another worker read it meanwhile
                 return bundle
+            self.metrics.result_reads.labels("bundle").inc()
             read = results.read_bundle(self.storage, namespace, job)
             bundle = {result.upload: result for result in read or ()}
             with self._guard:

@@ -201,6 +201,21 @@ def test_200_uploads_at_once_share_jobs(stack: Stack) -> None:
     ) == sorted(names)
     listed = stack.kubectl("get", "iu", "-n", stack.namespace, "-l", LABEL_MD5, "-o", "name")
     assert len(listed.split()) == count
+    # The Jobs' results: the pods wrote a record per upload and stage, which stay, and a
+    # bundle per Job of several uploads, which the operator read once each and deleted;
+    # it read records only for the uploads a Job served alone.
+    records = stack.upload_keys(f"results/{stack.namespace}/")
+    assert {key for key in records if "/_jobs/" in key} == set()
+    assert len(records) == 2 * count
+    served = [
+        len(json.loads(j["metadata"]["annotations"]["images.pinster.io/uploads"])) for j in jobs
+    ]
+    shared = sum(n > 1 for n in served)
+    read = {
+        source: stack.operator_metric("pinster_result_reads_total", source=source)
+        for source in ("bundle", "record")
+    }
+    assert read == {"bundle": shared, "record": len(jobs) - shared}, (read, served)
 
 
 def test_the_operator_reports_its_health(stack: Stack) -> None:

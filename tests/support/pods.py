@@ -145,3 +145,26 @@ def container_cpu_seconds(kube_api: Any, namespace: str, pod_name: str) -> tuple
     raise AssertionError(
         f"no cpuacct cgroup for container {container_id} of {namespace}/{pod_name}"
     )
+
+
+def metric_samples(kube_api: Any, namespace: str, pod_name: str, name: str) -> list[Any]:
+    """The samples called ``name`` that the Pod's ``metrics`` port serves (Prometheus
+    text format), read from this machine through the Pod's address."""
+    import urllib.request
+
+    from kubernetes import client
+    from prometheus_client.parser import text_string_to_metric_families
+
+    pod = client.CoreV1Api(kube_api).read_namespaced_pod(pod_name, namespace)
+    port = next(
+        p.container_port for c in pod.spec.containers for p in c.ports or [] if p.name == "metrics"
+    )
+    url = f"http://{pod.status.pod_ip}:{port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        text = answer.read().decode()
+    return [
+        sample
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    ]

@@ -27,7 +27,7 @@ from pinster_images.resource import GROUP, PLURAL, VERSION
 from tests.support import release
 from tests.support.kube import Kubectl
 from tests.support.pinster_api import PinsterApi
-from tests.support.pods import kill_container
+from tests.support.pods import kill_container, metric_samples
 from tests.support.rekognition import RekognitionStandIn
 from tests.support.s3 import S3Server
 from tests.support.waiting import wait_for
@@ -84,6 +84,11 @@ class Stack:
         )
         [pod] = [p for p in pods.items if not p.metadata.deletion_timestamp]
         return str(pod.metadata.name)
+
+    def operator_metric(self, name: str, **labels: str) -> float:
+        """One sample of the operator's metrics, 0 if absent."""
+        samples = metric_samples(self.kube_api, self.namespace, self.operator_pod(), name)
+        return next((float(s.value) for s in samples if s.labels == labels), 0.0)
 
     def kill_operator(self) -> None:
         """SIGKILL the operator's container; the kubelet restarts it in the same Pod."""
@@ -203,9 +208,16 @@ class Stack:
         )
 
     def public_keys(self) -> set[str]:
-        bucket = self.storage_env["PINSTER_S3_PUBLIC_BUCKET"]
-        listed = self.s3.client().list_objects_v2(Bucket=bucket)
-        return {item["Key"] for item in listed.get("Contents", [])}
+        return self._keys(self.storage_env["PINSTER_S3_PUBLIC_BUCKET"])
+
+    def upload_keys(self, prefix: str) -> set[str]:
+        return self._keys(self.storage_env["PINSTER_S3_UPLOAD_BUCKET"], prefix)
+
+    def _keys(self, bucket: str, prefix: str = "") -> set[str]:
+        pages = (
+            self.s3.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        )
+        return {item["Key"] for page in pages for item in page.get("Contents", [])}
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from pinster_operator._metrics import Metrics
 from pinster_operator._results import ResultReader
 
 from pinster_images import results
@@ -51,6 +52,12 @@ def take(reader: ResultReader, name: str, uid: str = "", *, bundled: bool = True
     return reader.read((NS, name), Stage.MODERATION, JOB, uid or f"uid-{name}", bundled=bundled)
 
 
+def reads(reader: ResultReader) -> dict[str, float]:
+    """``pinster_result_reads_total`` by source."""
+    sample = reader.metrics.registry.get_sample_value
+    return {s: sample("pinster_result_reads_total", {"source": s}) for s in ("bundle", "record")}
+
+
 def bundle_gets(storage: CountingStorage) -> int:
     return sum("/_jobs/" in key for key in storage.gets)
 
@@ -61,11 +68,12 @@ def test_a_jobs_uploads_share_one_get_of_its_bundle_which_is_then_deleted(
     storage = CountingStorage(tmp_path)
     names = [f"u{i}" for i in range(5)]
     job_wrote(storage, names)
-    reader = ResultReader(storage)
+    reader = ResultReader(storage, Metrics())
     for name in names:
         got = take(reader, name)
         assert got is not None and got.upload == name and got.data == {"decision": "Approved"}
     assert storage.gets == [results.bundle_key(NS, JOB)]
+    assert reads(reader) == {"bundle": 1, "record": 0}
     assert storage.head(Area.UPLOAD, results.bundle_key(NS, JOB)) is None
     # The records stay: the durable channel (an operator restarted reads them).
     assert results.read(storage, NS, "u0", Stage.MODERATION) is not None
@@ -75,12 +83,13 @@ def test_what_a_bundle_lacks_is_read_from_its_own_record(tmp_path: Path) -> None
     storage = CountingStorage(tmp_path)
     job_wrote(storage, ["u0"])
     results.write(storage, result("late", uid="uid-late"))  # not in the bundle
-    reader = ResultReader(storage)
+    reader = ResultReader(storage, Metrics())
     assert take(reader, "u0") is not None
     late = take(reader, "late")
     assert late is not None and late.upload == "late"
     assert take(reader, "none") is None
     assert bundle_gets(storage) == 1  # read once, not asked for again
+    assert reads(reader) == {"bundle": 1, "record": 2}
 
 
 def test_without_a_bundle_each_record_is_read_and_the_bundle_asked_for_once(
@@ -89,7 +98,7 @@ def test_without_a_bundle_each_record_is_read_and_the_bundle_asked_for_once(
     storage = CountingStorage(tmp_path)
     names = ["u0", "u1", "u2"]
     job_wrote(storage, names, bundle=False)  # a Job of an older image
-    reader = ResultReader(storage)
+    reader = ResultReader(storage, Metrics())
     for name in names:
         assert take(reader, name) is not None
     assert bundle_gets(storage) == 1
@@ -99,7 +108,7 @@ def test_without_a_bundle_each_record_is_read_and_the_bundle_asked_for_once(
 def test_a_job_of_one_upload_is_read_from_its_record_alone(tmp_path: Path) -> None:
     storage = CountingStorage(tmp_path)
     job_wrote(storage, ["u0"], bundle=False)  # one record: the Job writes no bundle
-    reader = ResultReader(storage)
+    reader = ResultReader(storage, Metrics())
     assert take(reader, "u0", bundled=False) is not None
     assert storage.gets == [results.result_key(NS, "u0", Stage.MODERATION)]
 
@@ -107,7 +116,7 @@ def test_a_job_of_one_upload_is_read_from_its_record_alone(tmp_path: Path) -> No
 def test_a_result_of_an_earlier_upload_of_the_name_is_not_taken(tmp_path: Path) -> None:
     storage = CountingStorage(tmp_path)
     job_wrote(storage, ["u0", "u1"])
-    reader = ResultReader(storage)
+    reader = ResultReader(storage, Metrics())
     assert take(reader, "u0", uid="another-uid") is None
     results.write(storage, result("u1", uid="old-uid"))  # the record is an earlier one's too
     assert take(reader, "u1") is not None  # the bundle's
@@ -117,7 +126,7 @@ def test_a_result_of_an_earlier_upload_of_the_name_is_not_taken(tmp_path: Path) 
 def test_a_result_is_kept_until_the_upload_moves_on(tmp_path: Path) -> None:
     storage = CountingStorage(tmp_path)
     job_wrote(storage, ["u0"])
-    reader = ResultReader(storage)
+    reader = ResultReader(storage, Metrics())
     key = (NS, "u0")
     first = take(reader, "u0")
     reader.moved_on(key, Stage.MODERATION)  # still moderating (its thumbnail Job is due)
@@ -135,7 +144,7 @@ def test_uploads_reconciled_at_once_share_one_bundle_get(tmp_path: Path) -> None
     names = [f"u{i}" for i in range(6)]
     job_wrote(storage, names)
     storage.release = threading.Event()
-    reader = ResultReader(storage)
+    reader = ResultReader(storage, Metrics())
     got: dict[str, Any] = {}
 
     def read(name: str) -> None:
@@ -156,7 +165,7 @@ def test_uploads_reconciled_at_once_share_one_bundle_get(tmp_path: Path) -> None
 def test_a_deleted_jobs_bundle_is_deleted_even_when_never_read(tmp_path: Path) -> None:
     storage = CountingStorage(tmp_path)
     job_wrote(storage, ["u0"])
-    reader = ResultReader(storage)
+    reader = ResultReader(storage, Metrics())
     reader.job_gone(NS, JOB)
     reader.delete_bundle(NS, JOB)
     assert storage.head(Area.UPLOAD, results.bundle_key(NS, JOB)) is None
