@@ -11,8 +11,8 @@ The side effects are done by collaborators the controller builds and calls: Job 
 for a batch the batcher flushed (:mod:`._creation`), status writes and Events
 (:mod:`._recorder`), reading the Jobs' results (:mod:`._results`), notifications
 (:mod:`._notifier`), deleting raw bytes and terminal uploads (:mod:`._cleanup`), the
-orphan sweep (:mod:`._sweep`). They share its Kube,
-Storage, Metrics and settings, never the controller itself.
+orphan sweep (:mod:`._sweep`). They share its Kube, Storage, Metrics and settings, never
+the controller itself.
 
 Threads: the event loop owns the queue, its timers and the batcher; workers reach them
 with ``call_soon_threadsafe``. The per-upload caches (bodies, our last written versions

@@ -77,7 +77,7 @@ class ResultReader:
 
     def clear(self, key: Key, stage: Stage) -> None:
         """The upload's ``stage`` runs again (a retry): its old record goes."""
-        self.moved_on(key, None)
+        self.forget(key)
         namespace, name = key
         self.storage.delete(Area.UPLOAD, results.result_key(namespace, name, stage))
 
