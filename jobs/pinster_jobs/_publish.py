@@ -4,15 +4,21 @@ remove the raw object; idempotent, so a retried Job repeats none of the finished
 Order matters: the raw object is the only copy until the original is published, and
 an interrupted run must be able to start again. When the raw object is already gone
 (a previous run got that far), the published original is the source.
+
+Requests to the object store are most of a Job pod's work per upload, so none is spent
+on a question whose answer is known: the source is fetched without a HEAD before it, and
+while no original of the md5 is published (every first run; thumbnails always go out
+before it) no thumbnail is looked for one by one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any
 
-from pinster_images.errors import PermanentError
+from pinster_images.errors import NotFoundError, PermanentError
 from pinster_images.resource import JobUpload
 from pinster_images.storage import Area, ObjectInfo, Storage, thumbnail_key
 from pinster_jobs._metadata import strip_location
@@ -31,11 +37,10 @@ class SourceBytes:
 
 def read_source(storage: Storage, upload: JobUpload) -> SourceBytes:
     """The upload's bytes: ``raw/<md5>``, else the already published ``<md5>``."""
-    raw = storage.head(Area.UPLOAD, upload.key)
-    if raw is not None:
+    with contextlib.suppress(NotFoundError):
         stored = storage.get(Area.UPLOAD, upload.key)
         return SourceBytes(stored.data, stored.info, raw=True)
-    if storage.head(Area.PUBLIC, upload.md5) is not None:
+    with contextlib.suppress(NotFoundError):
         stored = storage.get(Area.PUBLIC, upload.md5)
         return SourceBytes(stored.data, stored.info, raw=False)
     raise PermanentError(
@@ -61,13 +66,19 @@ def publish(
     source: Source = engine.inspect(source_bytes.data)  # refuses bombs before decoding
     sizes = list(dict.fromkeys(upload.thumbnail_sizes))
     webp = engine.settings.webp
-    missing = [
-        size
-        for size in sizes
-        if any(
-            storage.head(Area.PUBLIC, key) is None for key, _ in _outputs(upload.md5, size, webp)
-        )
-    ]
+    if source_bytes.raw and storage.head(Area.PUBLIC, upload.md5) is None:
+        # Nothing of this md5 is done (an interrupted run's thumbnails are made again).
+        missing = sizes
+    else:
+        # A retried run, or the same bytes uploaded again: skip the sizes published.
+        missing = [
+            size
+            for size in sizes
+            if any(
+                storage.head(Area.PUBLIC, key) is None
+                for key, _ in _outputs(upload.md5, size, webp)
+            )
+        ]
     if missing:
         for rendition in engine.render(source_bytes.data, missing):
             key = thumbnail_key(upload.md5, rendition.size) + rendition.suffix

@@ -61,6 +61,9 @@ class DirectoryStorage(Storage):
         return str(self.root / area)
 
     def head(self, area: Area, key: str) -> ObjectInfo | None:
+        return self._info(area, key)
+
+    def _info(self, area: Area, key: str) -> ObjectInfo | None:
         path = self._path(area, key)
         try:
             stat = path.stat()
@@ -80,7 +83,7 @@ class DirectoryStorage(Storage):
         )
 
     def get(self, area: Area, key: str) -> StoredObject:
-        info = self.head(area, key)
+        info = self._info(area, key)
         if info is None:
             raise NotFoundError(f"{area}/{key} does not exist")
         return StoredObject(info=info, data=self._path(area, key).read_bytes())

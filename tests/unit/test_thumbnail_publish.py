@@ -17,11 +17,12 @@ from pinster_jobs import (
     ThumbnailEngine,
     ThumbnailSettings,
     publish,
+    read_source,
     run_batch,
 )
 
 from pinster_images import results
-from pinster_images.errors import TemporaryError
+from pinster_images.errors import PermanentError, TemporaryError
 from pinster_images.resource import ImageUploadSpec, JobUpload, Stage
 from pinster_images.sniff import ImageLimits
 from pinster_images.storage import CACHE_CONTROL, Area, thumbnail_key
@@ -90,20 +91,89 @@ def test_second_run_reads_the_public_original_and_reports_the_same(
 
 
 class CountingStorage(DirectoryStorage):
+    """Records each request a stage makes: (method, area, key)."""
+
     def __init__(self, root: Path) -> None:
         super().__init__(root)
-        self.puts: list[str] = []
+        self.calls: list[tuple[str, Area, str]] = []
 
-    def put(self, area: Area, key: str, body: Any, **kwargs: Any) -> None:
-        self.puts.append(key)
-        super().put(area, key, body, **kwargs)
+    @property
+    def puts(self) -> list[str]:
+        return [key for method, _, key in self.calls if method == "put"]
+
+    def head(self, area: Area, key: str) -> Any:
+        self.calls.append(("head", area, key))
+        return super().head(area, key)
+
+    def get(self, area: Area, key: str) -> Any:
+        self.calls.append(("get", area, key))
+        return super().get(area, key)
+
+    def put(self, area: Area, key: str, body: Any, **kwargs: Any) -> bool:
+        self.calls.append(("put", area, key))
+        return super().put(area, key, body, **kwargs)
+
+    def delete(self, area: Area, key: str) -> None:
+        self.calls.append(("delete", area, key))
+        super().delete(area, key)
+
+
+def test_a_first_run_asks_the_object_store_only_what_it_must(
+    tmp_path: Path, engine: ThumbnailEngine
+) -> None:
+    storage = CountingStorage(tmp_path / "s")
+    _, spec = stage_upload(storage, images.photo_jpeg(800, 600), sizes=SIZES)
+    storage.calls.clear()
+    publish(storage, engine, JobUpload.of("u", spec), log)
+    thumbnails = sorted(thumbnail_key(spec.md5, size) for size in SIZES)
+    # The source without a HEAD first; one HEAD says nothing of this md5 is published
+    # yet, so no thumbnail is looked for one by one.
+    assert storage.calls[:2] == [("get", Area.UPLOAD, spec.key), ("head", Area.PUBLIC, spec.md5)]
+    assert sorted(storage.puts[:-1]) == thumbnails and storage.puts[-1] == spec.md5
+    assert storage.calls[-1] == ("delete", Area.UPLOAD, spec.key)
+    assert len(storage.calls) == 2 + len(SIZES) + 2
+
+
+def test_the_same_bytes_uploaded_again_are_not_rendered_again(
+    tmp_path: Path, engine: ThumbnailEngine
+) -> None:
+    storage = CountingStorage(tmp_path / "s")
+    data = images.photo_jpeg(800, 600)
+    _, first = stage_upload(storage, data, sizes=SIZES, imageable_id="1")
+    published = publish(storage, engine, JobUpload.of("a", first), log)
+    # Another imageable, the same image: the raw object is back, the thumbnails are there.
+    _, second = stage_upload(storage, data, sizes=SIZES, imageable_id="2")
+    storage.calls.clear()
+    assert publish(storage, engine, JobUpload.of("b", second), log) == published
+    assert storage.puts == [second.md5]
+    assert storage.get(Area.PUBLIC, second.md5).info.metadata["imageable_id"] == "2"
+    assert storage.head(Area.UPLOAD, second.key) is None
+
+
+def test_the_source_is_one_get_and_the_public_original_once_the_raw_is_gone(
+    tmp_path: Path, engine: ThumbnailEngine
+) -> None:
+    storage = CountingStorage(tmp_path / "s")
+    _, spec = stage_upload(storage, images.photo_jpeg(320, 240), sizes=SIZES)
+    storage.calls.clear()
+    assert read_source(storage, JobUpload.of("u", spec)).raw
+    assert storage.calls == [("get", Area.UPLOAD, spec.key)]
+    publish(storage, engine, JobUpload.of("u", spec), log)
+    storage.calls.clear()
+    source = read_source(storage, JobUpload.of("u", spec))
+    assert not source.raw and source.data == storage.get(Area.PUBLIC, spec.md5).data
+    assert storage.calls[:2] == [("get", Area.UPLOAD, spec.key), ("get", Area.PUBLIC, spec.md5)]
+    storage.delete(Area.PUBLIC, spec.md5)
+    with pytest.raises(PermanentError) as missing:
+        read_source(storage, JobUpload.of("u", spec))
+    assert missing.value.reason == "SourceMissing"
 
 
 def test_sizes_already_published_are_skipped(tmp_path: Path, engine: ThumbnailEngine) -> None:
     storage = CountingStorage(tmp_path / "s")
     _, spec = stage_upload(storage, images.photo_jpeg(800, 600), sizes=("512x512",))
     publish(storage, engine, JobUpload.of("u", spec), log)
-    storage.puts.clear()
+    storage.calls.clear()
     # A later spec asking for one more size only renders that size.
     wider = type(spec)(**{**spec.__dict__, "thumbnail_sizes": ("512x512", "128x128")})
     published = publish(storage, engine, JobUpload.of("u", wider), log)
