@@ -117,13 +117,23 @@ class CountingStorage(DirectoryStorage):
         self.calls.append(("delete", area, key))
         super().delete(area, key)
 
+    def stage(self, data: bytes, **kwargs: Any) -> ImageUploadSpec:
+        """An upload staged as the upload service would, with no call recorded yet."""
+        _, spec = stage_upload(self, data, sizes=SIZES, **kwargs)
+        self.calls.clear()
+        return spec
+
+
+@pytest.fixture
+def counting(tmp_path: Path) -> CountingStorage:
+    return CountingStorage(tmp_path / "counted")
+
 
 def test_a_first_run_asks_the_object_store_only_what_it_must(
-    tmp_path: Path, engine: ThumbnailEngine
+    counting: CountingStorage, engine: ThumbnailEngine
 ) -> None:
-    storage = CountingStorage(tmp_path / "s")
-    _, spec = stage_upload(storage, images.photo_jpeg(800, 600), sizes=SIZES)
-    storage.calls.clear()
+    storage = counting
+    spec = storage.stage(images.photo_jpeg(800, 600))
     publish(storage, engine, JobUpload.of("u", spec), log)
     thumbnails = sorted(thumbnail_key(spec.md5, size) for size in SIZES)
     # The source without a HEAD first; one HEAD says nothing of this md5 is published
@@ -135,15 +145,13 @@ def test_a_first_run_asks_the_object_store_only_what_it_must(
 
 
 def test_the_same_bytes_uploaded_again_are_not_rendered_again(
-    tmp_path: Path, engine: ThumbnailEngine
+    counting: CountingStorage, engine: ThumbnailEngine
 ) -> None:
-    storage = CountingStorage(tmp_path / "s")
+    storage = counting
     data = images.photo_jpeg(800, 600)
-    _, first = stage_upload(storage, data, sizes=SIZES, imageable_id="1")
-    published = publish(storage, engine, JobUpload.of("a", first), log)
+    published = publish(storage, engine, JobUpload.of("a", storage.stage(data)), log)
     # Another imageable, the same image: the raw object is back, the thumbnails are there.
-    _, second = stage_upload(storage, data, sizes=SIZES, imageable_id="2")
-    storage.calls.clear()
+    second = storage.stage(data, imageable_id="2")
     assert publish(storage, engine, JobUpload.of("b", second), log) == published
     assert storage.puts == [second.md5]
     assert storage.get(Area.PUBLIC, second.md5).info.metadata["imageable_id"] == "2"
@@ -151,11 +159,10 @@ def test_the_same_bytes_uploaded_again_are_not_rendered_again(
 
 
 def test_the_source_is_one_get_and_the_public_original_once_the_raw_is_gone(
-    tmp_path: Path, engine: ThumbnailEngine
+    counting: CountingStorage, engine: ThumbnailEngine
 ) -> None:
-    storage = CountingStorage(tmp_path / "s")
-    _, spec = stage_upload(storage, images.photo_jpeg(320, 240), sizes=SIZES)
-    storage.calls.clear()
+    storage = counting
+    spec = storage.stage(images.photo_jpeg(320, 240))
     assert read_source(storage, JobUpload.of("u", spec)).raw
     assert storage.calls == [("get", Area.UPLOAD, spec.key)]
     publish(storage, engine, JobUpload.of("u", spec), log)
