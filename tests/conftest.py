@@ -11,6 +11,7 @@ do. Nothing is skipped.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,6 +27,18 @@ pytest_plugins = [
     "tests.support.rekognition",
     "tests.support.stack",
 ]
+
+
+@pytest.fixture(autouse=True)
+def _no_default_boto3_session_left() -> Iterator[None]:
+    """boto3's default session keeps the credentials it first resolved for the rest of
+    the process: a test that set fake ones (``monkeypatch.setenv``) left them to every
+    later client, and MinIO refused the S3 tests that ran after it
+    (``InvalidAccessKeyId``). No test leaves one behind."""
+    yield
+    boto3 = sys.modules.get("boto3")
+    if boto3 is not None:
+        boto3.DEFAULT_SESSION = None
 
 
 @pytest.fixture(scope="session")
