@@ -1,5 +1,6 @@
 """The thumbnail stage for one upload: publish thumbnails, then the original, then
-remove the raw object; idempotent, so a retried Job repeats none of the finished work.
+remove the raw object; idempotent, so a retried Job is harmless (it renders again only
+the thumbnails of a run interrupted before the original went out).
 
 Order matters: the raw object is the only copy until the original is published, and
 an interrupted run must be able to start again. When the raw object is already gone
