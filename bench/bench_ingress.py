@@ -33,7 +33,6 @@ import hashlib
 import json
 import os
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
@@ -56,7 +55,7 @@ from pinster_images.kube import api_client  # noqa: E402
 from pinster_images.sniff import ImageLimits, sniff  # noqa: E402
 from pinster_images.storage import Area, StorageSettings, raw_key  # noqa: E402
 from tests.support.crd import install_crd  # noqa: E402
-from tests.support.images import noisy_jpeg  # noqa: E402
+from tests.support.images import noisy_jpeg, with_comment  # noqa: E402
 from tests.support.net import free_port  # noqa: E402
 from tests.support.procstat import cpu_seconds, memory_mib  # noqa: E402
 from tests.support.waiting import wait_for  # noqa: E402
@@ -77,8 +76,7 @@ MEMORY_TARGET = {"json": 1.5, "raw": 1.2}  # memory per in-flight upload over im
 
 def variant(base: bytes, index: int) -> bytes:
     """The same JPEG with a unique comment segment: distinct md5, same pixels."""
-    comment = f"bench {index} {uuid.uuid4()}".encode()
-    return base[:2] + b"\xff\xfe" + struct.pack(">H", len(comment) + 2) + comment + base[2:]
+    return with_comment(base, f"bench {index} {uuid.uuid4()}")
 
 
 def body(image: bytes, form: str) -> bytes:

@@ -59,7 +59,7 @@ from pinster_images.storage import (  # noqa: E402
     raw_key,
     thumbnail_key,
 )
-from tests.support.images import noisy_jpeg  # noqa: E402
+from tests.support.images import noisy_jpeg, with_comment  # noqa: E402
 from tests.support.procstat import cpu_seconds  # noqa: E402
 
 NAMESPACE = "bench"
@@ -94,10 +94,7 @@ class Batches:
         uploads: dict[str, JobUpload] = {}
         for _ in range(self.count):
             self.serial += 1
-            comment = f"bench {self.serial}".encode()
-            data = (
-                self.image[:2] + b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment
-            ) + self.image[2:]
+            data = with_comment(self.image, f"bench {self.serial}")
             md5 = hashlib.md5(data).hexdigest()
             storage.put(Area.UPLOAD, raw_key(md5), data, content_type="image/jpeg")
             spec = ImageUploadSpec(

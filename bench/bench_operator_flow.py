@@ -50,7 +50,7 @@ from pinster_images.resource import (  # noqa: E402
 from pinster_images.storage import Area, Storage, StorageSettings, raw_key  # noqa: E402
 from tests.support import release  # noqa: E402
 from tests.support.crd import install_crd  # noqa: E402
-from tests.support.images import noisy_jpeg  # noqa: E402
+from tests.support.images import noisy_jpeg, with_comment  # noqa: E402
 from tests.support.pinster_api import PinsterApi  # noqa: E402
 from tests.support.pods import container_cpu_seconds, metric_samples  # noqa: E402
 from tests.support.s3 import S3Server  # noqa: E402
@@ -70,11 +70,7 @@ class Bench:
             self.size = decoded.size
 
     def create(self, index: int) -> str:
-        # Distinct bytes, same pixels: a JPEG comment segment right after SOI.
-        comment = f"bench {index}".encode()
-        data = (
-            self.image[:2] + b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment
-        ) + self.image[2:]
+        data = with_comment(self.image, f"bench {index}")  # distinct bytes, same pixels
         md5 = hashlib.md5(data).hexdigest()
         self.storage.put(Area.UPLOAD, raw_key(md5), data, content_type="image/jpeg")
         spec = ImageUploadSpec(
