@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -117,9 +117,9 @@ class CountingStorage(DirectoryStorage):
         self.calls.append(("delete", area, key))
         super().delete(area, key)
 
-    def stage(self, data: bytes, **kwargs: Any) -> ImageUploadSpec:
+    def stage(self, data: bytes, sizes: Sequence[str] = SIZES, **kwargs: Any) -> ImageUploadSpec:
         """An upload staged as the upload service would, with no call recorded yet."""
-        _, spec = stage_upload(self, data, sizes=SIZES, **kwargs)
+        _, spec = stage_upload(self, data, sizes=sizes, **kwargs)
         self.calls.clear()
         return spec
 
@@ -176,9 +176,11 @@ def test_the_source_is_one_get_and_the_public_original_once_the_raw_is_gone(
     assert missing.value.reason == "SourceMissing"
 
 
-def test_sizes_already_published_are_skipped(tmp_path: Path, engine: ThumbnailEngine) -> None:
-    storage = CountingStorage(tmp_path / "s")
-    _, spec = stage_upload(storage, images.photo_jpeg(800, 600), sizes=("512x512",))
+def test_sizes_already_published_are_skipped(
+    counting: CountingStorage, engine: ThumbnailEngine
+) -> None:
+    storage = counting
+    spec = storage.stage(images.photo_jpeg(800, 600), sizes=("512x512",))
     publish(storage, engine, JobUpload.of("u", spec), log)
     storage.calls.clear()
     # A later spec asking for one more size only renders that size.
