@@ -3,7 +3,8 @@
 upload itself with its result records (``PINSTER_TERMINAL_TTL`` after it completed).
 Published objects are never touched.
 
-Raw objects no ImageUpload refers to are the orphan sweep's (:mod:`._sweep`).
+Raw objects no ImageUpload refers to, and result objects whose upload or Job is gone,
+are the orphan sweep's (:mod:`._sweep`).
 """
 
 from __future__ import annotations

@@ -104,6 +104,7 @@ class Controller:
         #: indexed, at a cost that grows with the square of their number: minutes of CPU
         #: with 10,000 uploads.)
         self._uploads_by_md5: dict[str, set[Key]] = {}
+        #: the same index by upload: which ImageUploads exist (whose records the sweep keeps)
         self._md5_of: dict[Key, str] = {}
         self._tasks: list[asyncio.Task[None]] = []
         #: monotonic time of the last event of each kind (the probe's freshness report)
@@ -122,8 +123,10 @@ class Controller:
             self.settings,
             self.kube,
             self.storage,
-            known=lambda md5: md5 in self._uploads_by_md5,
+            md5_known=lambda md5: md5 in self._uploads_by_md5,
             adopted=lambda key, md5: self.queue.threadsafe(self._index, key, md5),
+            upload_known=lambda key: key in self._md5_of,
+            job_known=lambda key: key in self._jobs,
         )
         self._creator = JobCreator(self.settings, self.kube, self.metrics)
         #: writes status and Events, and knows the resourceVersion of our own last
@@ -285,11 +288,13 @@ class Controller:
                 )
 
     def sweep_orphans(self) -> SweepSummary:
-        """Adopt or delete the raw objects no ImageUpload refers to (see :mod:`._sweep`).
+        """Adopt or delete the raw objects no ImageUpload refers to, and delete the result
+        objects whose upload or Job is gone (see :mod:`._sweep`).
 
-        "Is there an upload of these bytes" is answered from memory (the md5 index the
-        event loop keeps from every ImageUpload event; a membership test from this
-        thread is one dict lookup), where a LIST per raw object cost an API call each."""
+        "Is there an upload of these bytes" (or of this name, or such a Job) is answered
+        from memory (the md5 index the event loop keeps from every ImageUpload event, the
+        Jobs from theirs; a membership test from this thread is one dict lookup), where a
+        LIST per raw object cost an API call each."""
         return self._orphans.run()
 
     async def _worker(self) -> None:

@@ -15,6 +15,13 @@ directly stored one (:mod:`pinster_images.adoption`):
   PINSTER_ORPHAN_GRACE.
 
 Without adoption (PINSTER_ADOPT_AFTER=0) every such object is deleted after the grace.
+The same sweep deletes the result records (:mod:`pinster_images.results`) nobody will
+read, once older than PINSTER_ORPHAN_GRACE: an upload's records when no ImageUpload of
+that name exists (deleted by hand or with its namespace, or while the operator was
+down; the TTL deletes them with the upload otherwise), a Job's bundle when the Job is
+gone (deleted while the operator was down, which deletes it otherwise). Both questions
+are answered from what the controller keeps from its watches, without an API call.
+
 A failure on one object (the object store or the API server away) is logged and the
 sweep goes on with the next; the next sweep tries that object again.
 """
@@ -26,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from pinster_images import logs, resource
+from pinster_images import logs, resource, results
 from pinster_images.adoption import (
     REJECTED_EVENT_REASON,
     Adoptable,
@@ -50,8 +57,9 @@ ADOPTED_COMPONENT = "adopted"
 
 @dataclass
 class SweepSummary:
-    """The ``raw/`` keys one sweep adopted, rejected (deleted, with an Event), deleted
-    (no upload metadata), and failed on (tried again next time)."""
+    """The keys one sweep adopted, rejected (deleted, with an Event), deleted (``raw/``
+    objects without upload metadata, result objects nobody will read), and failed on
+    (tried again next time)."""
 
     adopted: list[str] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)
@@ -65,31 +73,58 @@ class OrphanSweep:
     kube: Kube
     storage: Storage
     #: Whether an ImageUpload of these bytes is known (the controller's md5 index).
-    known: Callable[[str], bool]
+    md5_known: Callable[[str], bool]
     #: Tells the index about an upload the sweep created, before its watch event.
     adopted: Callable[[Key, str], None]
+    #: Whether an ImageUpload of this namespace and name is known (the same index).
+    upload_known: Callable[[Key], bool]
+    #: Whether a Job of ours of this namespace and name is known (its watch).
+    job_known: Callable[[Key], bool]
 
     def run(self) -> SweepSummary:
         summary = SweepSummary()
         now = datetime.now(UTC)
         for key in self.storage.list(Area.UPLOAD, RAW_PREFIX):
-            if self.known(key.removeprefix(RAW_PREFIX)):
-                continue
-            try:
-                self._sweep(key, now, summary)
-            except Exception as exc:
-                retry = classify(exc)
-                logger.log(
-                    logging.ERROR if retry.permanent else logging.WARNING,
-                    "orphan sweep skipped %s (%s: %s); the next sweep tries again",
-                    key,
-                    retry.reason,
-                    retry.message,
-                    exc_info=retry.permanent,
-                    extra={"key": key},
-                )
-                summary.failed.append(key)
+            if not self.md5_known(key.removeprefix(RAW_PREFIX)):
+                self._guarded(self._sweep, key, now, summary)
+        if self.settings.cleanup.orphan_grace:
+            for key in self.storage.list(Area.UPLOAD, results.RESULTS_PREFIX):
+                owner = results.owner_of(key)
+                if owner is not None and not self._exists(owner):
+                    self._guarded(self._sweep_record, key, now, summary)
         return summary
+
+    def _guarded(
+        self,
+        sweep: Callable[[str, datetime, SweepSummary], None],
+        key: str,
+        now: datetime,
+        summary: SweepSummary,
+    ) -> None:
+        """``sweep(key)``; a failure is logged and counted, and the sweep goes on."""
+        try:
+            sweep(key, now, summary)
+        except Exception as exc:
+            retry = classify(exc)
+            logger.log(
+                logging.ERROR if retry.permanent else logging.WARNING,
+                "orphan sweep skipped %s (%s: %s); the next sweep tries again",
+                key,
+                retry.reason,
+                retry.message,
+                exc_info=retry.permanent,
+                extra={"key": key},
+            )
+            summary.failed.append(key)
+
+    def _exists(self, owner: results.Owner) -> bool:
+        """Whether the owner of a result key may still read it (or is not ours: a
+        namespace this operator does not watch)."""
+        watched = self.settings.namespaces
+        if watched and owner.namespace not in watched:
+            return True
+        known = self.job_known if owner.kind == "job" else self.upload_known
+        return known((owner.namespace, owner.name))
 
     def _sweep(self, key: str, now: datetime, summary: SweepSummary) -> None:
         info = self.storage.head(Area.UPLOAD, key)
@@ -124,6 +159,20 @@ class OrphanSweep:
             key,
             grace,
             extra={"md5": key.removeprefix(RAW_PREFIX)},
+        )
+
+    def _sweep_record(self, key: str, now: datetime, summary: SweepSummary) -> None:
+        grace = timedelta(seconds=self.settings.cleanup.orphan_grace)
+        info = self.storage.head(Area.UPLOAD, key)
+        if info is None or info.modified is None or now - info.modified < grace:
+            return
+        self.storage.delete(Area.UPLOAD, key)
+        summary.deleted.append(key)
+        logger.info(
+            "deleted result object %s: older than %s, and its ImageUpload or Job is gone",
+            key,
+            grace,
+            extra={"key": key},
         )
 
     def _adopt(self, key: str, adoptable: Adoptable, adoption: AdoptionSettings) -> bool:

@@ -28,6 +28,8 @@ from pinster_images.resource import Stage, now_rfc3339
 from pinster_images.storage import Area, Storage
 
 RESULTS_PREFIX = "results/"
+#: the folder of a namespace's bundles (``_`` never starts an upload's name)
+BUNDLES = "_jobs"
 #: the fewest records a Job bundles (see the module's docstring)
 BUNDLE_MIN = 2
 
@@ -39,7 +41,29 @@ def result_key(namespace: str, upload: str, stage: Stage) -> str:
 
 
 def bundle_key(namespace: str, job: str) -> str:
-    return f"{RESULTS_PREFIX}{namespace}/_jobs/{job}.json"
+    return f"{RESULTS_PREFIX}{namespace}/{BUNDLES}/{job}.json"
+
+
+@dataclass(frozen=True)
+class Owner:
+    """What a key under ``results/`` belongs to: an ImageUpload (its records) or a Job
+    (its bundle), by namespace and name."""
+
+    kind: Literal["upload", "job"]
+    namespace: str
+    name: str
+
+
+def owner_of(key: str) -> Owner | None:
+    """The upload or Job that ``key`` (:func:`result_key`, :func:`bundle_key`) belongs
+    to; None for a key of another shape, which is nobody's to judge."""
+    parts = key.removeprefix(RESULTS_PREFIX).split("/")
+    if not key.startswith(RESULTS_PREFIX) or len(parts) != 3 or not parts[2].endswith(".json"):
+        return None
+    namespace, folder, file = parts
+    if folder == BUNDLES:
+        return Owner("job", namespace, file.removesuffix(".json"))
+    return Owner("upload", namespace, folder)
 
 
 @dataclass

@@ -170,3 +170,17 @@ def test_a_deleted_jobs_bundle_is_deleted_even_when_never_read(tmp_path: Path) -
     reader.delete_bundle(NS, JOB)
     assert storage.head(Area.UPLOAD, results.bundle_key(NS, JOB)) is None
     reader.delete_bundle(NS, JOB)  # again (read and deleted before): no error
+
+
+def test_a_result_key_names_its_upload_or_job() -> None:
+    """The orphan sweep's reading of ``results/`` keys (:func:`results.owner_of`)."""
+    upload = results.owner_of(results.result_key(NS, "img-1", Stage.THUMBNAIL))
+    assert upload == results.Owner("upload", NS, "img-1")
+    assert results.owner_of(results.bundle_key(NS, JOB)) == results.Owner("job", NS, JOB)
+    for other in (
+        f"results/{NS}/notes.json",
+        f"results/{NS}/img-1/moderation.txt",
+        f"results/{NS}/img-1/deeper/moderation.json",
+        f"raw/{NS}/img-1/moderation.json",
+    ):
+        assert results.owner_of(other) is None, other

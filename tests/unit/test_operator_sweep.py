@@ -1,7 +1,8 @@
 """The orphan sweep against the in-process fakes: ``raw/`` objects no ImageUpload refers
 to are adopted (upload metadata, checks passed), rejected (a check failed: deleted, with
 a Warning Event), deleted (no metadata, after the grace) or left alone (young, or known);
-and the settings it reads."""
+result objects whose upload or Job is gone are deleted after the grace; and the settings
+it reads."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from kubernetes.client.exceptions import ApiException
 from pinster_operator import Controller, OperatorSettings
 from pinster_operator._settings import pass_through_env
 
+from pinster_images import results
 from pinster_images.adoption import REJECTED_EVENT_REASON, raw_metadata
 from pinster_images.errors import ConfigError, TemporaryError
 from pinster_images.fields import Fields
@@ -25,6 +27,7 @@ from pinster_images.resource import (
     LABEL_COMPONENT,
     LABEL_MD5,
     ImageUploadSpec,
+    Stage,
     Uploader,
     upload_name,
 )
@@ -57,9 +60,47 @@ def store(
     md5 = key.removeprefix("raw/")
     metadata = raw_metadata(uploader, Fields(name="A pin"), md5) if uploader else None
     storage.put(Area.UPLOAD, key, data, content_type="image/jpeg", metadata=metadata)
+    return backdate(storage, key, age)
+
+
+def backdate(storage: DirectoryStorage, key: str, age: float) -> str:
+    """Make ``key`` of the upload area last modified ``age`` seconds ago."""
     stamp = time.time() - age
     os.utime(storage.root / Area.UPLOAD / key, (stamp, stamp))
     return key
+
+
+def record(
+    storage: DirectoryStorage,
+    upload: str,
+    *,
+    age: float,
+    namespace: str = NS,
+    stage: Stage = Stage.MODERATION,
+) -> str:
+    """The result record a Job writes for ``upload``, ``age`` seconds old."""
+    result = results.StageResult(namespace, upload, stage, job="pinster-mod-1", outcome="succeeded")
+    results.write(storage, result)
+    return backdate(storage, results.result_key(namespace, upload, stage), age)
+
+
+def bundle(storage: DirectoryStorage, job: str, *, age: float, namespace: str = NS) -> str:
+    """The bundle ``job`` writes, ``age`` seconds old."""
+    written = [results.StageResult(namespace, "img-1", Stage.MODERATION, job, "succeeded")]
+    results.write_bundle(storage, namespace, job, written)
+    return backdate(storage, results.bundle_key(namespace, job), age)
+
+
+def job(name: str) -> dict[str, Any]:
+    """One of our Jobs as its watch shows it."""
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": NS,
+            "labels": {"app.kubernetes.io/part-of": "pinster-images"},
+        },
+        "status": {"active": 1},
+    }
 
 
 def controller(kube: FakeKube, storage: DirectoryStorage, **env_: str) -> Controller:
@@ -196,6 +237,64 @@ def test_without_adoption_every_old_orphan_is_deleted(tmp_path: Path) -> None:
     assert kube.creates == []
 
 
+def test_result_objects_nobody_will_read_are_deleted_after_the_grace(tmp_path: Path) -> None:
+    kube, storage = FakeKube(), DirectoryStorage(tmp_path)
+    kube.add_upload("img-live", md5_of(b"live"))
+    c = controller(kube, storage)
+    c.observe(None, kube.uploads["img-live"])  # as kopf lists them at start
+    c.job_event(None, job("pinster-mod-live"))
+    live_record = record(storage, "img-live", age=2 * DAY)
+    live_bundle = bundle(storage, "pinster-mod-live", age=2 * DAY)
+    young = [
+        record(storage, "img-gone-lately", age=2 * HOUR),
+        bundle(storage, "pinster-mod-gone-lately", age=2 * HOUR),
+    ]
+    storage.put(Area.UPLOAD, f"results/{NS}/notes.json", b"{}", content_type="application/json")
+    odd = backdate(storage, f"results/{NS}/notes.json", 2 * DAY)  # no record's shape
+    orphans = [
+        record(storage, "img-gone", age=2 * DAY),
+        record(storage, "img-gone", age=2 * DAY, stage=Stage.THUMBNAIL),
+        bundle(storage, "pinster-mod-gone", age=2 * DAY),
+    ]
+    gets = kube.gets
+
+    summary = c.sweep_orphans()
+
+    assert sorted(summary.deleted) == sorted(orphans)
+    assert summary.adopted == summary.rejected == summary.failed == []
+    assert not any(storage.exists(Area.UPLOAD, key) for key in orphans)
+    kept = [live_record, live_bundle, *young, odd]
+    assert all(storage.exists(Area.UPLOAD, key) for key in kept)
+    assert kube.gets == gets  # answered from the watches, not the API server
+
+    # Once the upload and the Job are gone, what they left is swept too.
+    c.observe("DELETED", kube.uploads["img-live"])
+    c.job_event("DELETED", job("pinster-mod-live"))
+    assert sorted(c.sweep_orphans().deleted) == sorted([live_record, live_bundle])
+    assert all(storage.exists(Area.UPLOAD, key) for key in [*young, odd])
+
+
+def test_result_objects_of_namespaces_not_watched_or_without_a_grace_stay(
+    tmp_path: Path,
+) -> None:
+    kube, storage = FakeKube(), DirectoryStorage(tmp_path)
+    elsewhere = [
+        record(storage, "img-1", age=2 * DAY, namespace="other"),
+        bundle(storage, "pinster-mod-1", age=2 * DAY, namespace="other"),
+    ]
+    ours = record(storage, "img-1", age=2 * DAY)
+
+    assert controller(kube, storage, PINSTER_ORPHAN_GRACE="0").sweep_orphans().deleted == []
+    assert all(storage.exists(Area.UPLOAD, key) for key in [*elsewhere, ours])
+
+    watching_ours = controller(kube, storage, PINSTER_WATCH_NAMESPACES=NS)
+    assert watching_ours.sweep_orphans().deleted == [ours]
+    assert all(storage.exists(Area.UPLOAD, key) for key in elsewhere)
+
+    # An operator of every namespace answers for them all.
+    assert sorted(controller(kube, storage).sweep_orphans().deleted) == sorted(elsewhere)
+
+
 class _VanishingStorage(DirectoryStorage):
     """Every object is deleted (by someone else) between its HEAD and its read."""
 
@@ -242,18 +341,24 @@ def test_a_failure_on_one_object_does_not_stop_the_others(tmp_path: Path) -> Non
     storage_down = store(storage, jpeg(64, 48), age=HOUR)
     api_down = store(storage, jpeg(65, 48), age=HOUR)
     fine = store(storage, jpeg(66, 48), age=HOUR)
-    storage.failing, kube.failing = {storage_down}, {name_of(api_down)}
+    record_down = record(storage, "img-gone", age=2 * DAY)
+    record_fine = record(storage, "img-gone-too", age=2 * DAY)
+    storage.failing, kube.failing = {storage_down, record_down}, {name_of(api_down)}
     c = controller(kube, storage)
 
     summary = c.sweep_orphans()
 
-    assert sorted(summary.failed) == sorted([storage_down, api_down])
+    assert sorted(summary.failed) == sorted([storage_down, api_down, record_down])
     assert summary.adopted == [fine]
-    assert all((storage.root / Area.UPLOAD / key).exists() for key in (storage_down, api_down))
+    assert summary.deleted == [record_fine]
+    left = (storage_down, api_down, record_down)
+    assert all((storage.root / Area.UPLOAD / key).exists() for key in left)
 
     # The next sweep tries them again.
     storage.failing, kube.failing = set(), set()
-    assert sorted(c.sweep_orphans().adopted) == sorted([storage_down, api_down])
+    summary = c.sweep_orphans()
+    assert sorted(summary.adopted) == sorted([storage_down, api_down])
+    assert summary.deleted == [record_down]
     assert set(kube.uploads) == {name_of(k) for k in (storage_down, api_down, fine)}
 
 
