@@ -35,7 +35,7 @@ from pinster_images import logs, results
 from pinster_images.resource import ANNOTATION_RETRY, ImageUploadSpec, Phase, Stage
 from pinster_images.storage import Storage
 from pinster_operator._batching import Batcher
-from pinster_operator._cleanup import Cleanup
+from pinster_operator._cleanup import Cleanup, raw_kept
 from pinster_operator._creation import JobCreator
 from pinster_operator._errors import classify
 from pinster_operator._jobs import (
@@ -167,7 +167,7 @@ class Controller:
         meta = body.get("metadata") or {}
         key = (str(meta.get("namespace")), str(meta.get("name")))
         if event_type == "DELETED":
-            self.forget(key)
+            self._deleted(key, body)
             return
         self._index(key, str((body.get("spec") or {}).get("md5") or ""))
         if self._recorder.older_than_written(key, body, inclusive=True):
@@ -242,6 +242,15 @@ class Controller:
     def wake(self, namespace: str, names: list[str]) -> None:
         for name in names:
             self.queue.enqueue((namespace, name))
+
+    def _deleted(self, key: Key, body: dict[str, Any]) -> None:
+        """The upload was deleted: forget it, and if someone else deleted it before its
+        raw bytes were used up or cleaned up, delete those too (:mod:`._cleanup`)."""
+        others_known = bool(self._uploads_by_md5.get(self._md5_of.get(key, ""), set()) - {key})
+        self.forget(key)
+        if self._loop is None or not raw_kept(body.get("status") or {}) or not body.get("spec"):
+            return
+        self._loop.run_in_executor(self._executor, self._cleanup.raw_of_deleted, body, others_known)
 
     def forget(self, key: Key) -> None:
         """The upload is gone: drop what is kept for it. From any thread."""

@@ -148,6 +148,13 @@ def test_flagged_image_is_rejected_and_never_published(
         j["metadata"]["labels"]["images.pinster.io/stage"] == "thumbnail" for j in stack.jobs()
     )
 
+    # Kept for the retention, the raw bytes go with the upload when it is deleted by hand
+    # (left, the orphan sweep would adopt them and the upload would come back).
+    raw = f"raw/{obj['spec']['md5']}"
+    assert raw in stack.upload_keys("raw/")
+    stack.kubectl("delete", "iu", accepted["name"], "-n", stack.namespace)
+    wait_for(lambda: raw not in stack.upload_keys("raw/"), timeout=30, what=f"{raw} deleted")
+
 
 @pytest.mark.parametrize("stage", ["Moderating", "Thumbnailing", "Notifying"])
 def test_operator_killed_mid_stage_resumes_without_duplicates(stack: Stack, stage: str) -> None:

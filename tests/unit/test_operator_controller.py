@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from pinster_operator import Controller
+from pinster_operator._cleanup import Cleanup
 from pinster_operator._jobs import uploads_of
 
 from pinster_images import keys, results
@@ -211,6 +212,47 @@ def test_rejected_sends_flagged_notice_and_deletes_raw_after_retention(
     assert flagged.body["data"]["verdict"]["labels"][0]["name"] == "Explicit Nudity"
     assert not api.accepted("/v1/images/")
     assert not any(Stage.THUMBNAIL in j["metadata"]["labels"].values() for j in kube.jobs.values())
+
+
+def test_an_upload_deleted_by_hand_takes_its_raw_bytes_along(
+    tmp_path: Path, api: PinsterApi
+) -> None:
+    """Left behind, the orphan sweep would adopt them and the upload would come back."""
+    kube, storage = FakeKube(), DirectoryStorage(tmp_path)
+    deleted: list[str] = []
+    delete = storage.delete
+    storage.delete = lambda area, key: deleted.append(key) or delete(area, key)  # type: ignore[method-assign]
+    for name, md5 in (("img-moderating", "c" * 32), ("img-ready", "d" * 32)):
+        kube.add_upload(name, md5)
+        storage.put(Area.UPLOAD, f"raw/{md5}", b"raw", content_type="image/jpeg")
+    kube.uploads["img-ready"]["status"] = {"phase": "Ready"}  # its Job used the bytes up
+
+    async def script(c: Controller) -> None:
+        c.observe("ADDED", kube.get_upload(NS, "img-moderating") or {})
+        await until(lambda: phase(kube, "img-moderating") == "Moderating")
+        c.observe("DELETED", kube.uploads.pop("img-ready"))  # decided in the call
+        c.observe("DELETED", kube.uploads.pop("img-moderating"))
+        await until(lambda: not storage.exists(Area.UPLOAD, f"raw/{'c' * 32}"))
+
+    run(kube, storage, api, script)
+    assert deleted == [f"raw/{'c' * 32}"]  # none for the Ready one: nothing to delete
+
+
+def test_raw_bytes_another_upload_still_needs_stay_when_one_is_deleted(tmp_path: Path) -> None:
+    kube, storage = FakeKube(), DirectoryStorage(tmp_path)
+    md5 = "f" * 32
+    storage.put(Area.UPLOAD, f"raw/{md5}", b"raw", content_type="image/jpeg")
+    for name in ("img-gone", "img-other"):
+        kube.add_upload(name, md5)
+    cleanup = Cleanup(settings(), kube, storage)  # type: ignore[arg-type]
+    gone = kube.uploads.pop("img-gone")
+
+    cleanup.raw_of_deleted(gone, others_known=True)  # the other is Pending
+    assert storage.exists(Area.UPLOAD, f"raw/{md5}")
+
+    kube.uploads["img-other"]["status"] = {"phase": "Rejected"}  # done with them
+    cleanup.raw_of_deleted(gone, others_known=True)
+    assert not storage.exists(Area.UPLOAD, f"raw/{md5}")
 
 
 def test_notification_retries_through_503_then_ttl_deletes_the_upload(
