@@ -86,7 +86,7 @@ class OrphanSweep:
         now = datetime.now(UTC)
         for key in self.storage.list(Area.UPLOAD, RAW_PREFIX):
             if not self.md5_known(key.removeprefix(RAW_PREFIX)):
-                self._guarded(self._sweep, key, now, summary)
+                self._guarded(self._sweep_raw, key, now, summary)
         if self.settings.cleanup.orphan_grace:
             for key in self.storage.list(Area.UPLOAD, results.RESULTS_PREFIX):
                 owner = results.owner_of(key)
@@ -126,7 +126,7 @@ class OrphanSweep:
         known = self.job_known if owner.kind == "job" else self.upload_known
         return known((owner.namespace, owner.name))
 
-    def _sweep(self, key: str, now: datetime, summary: SweepSummary) -> None:
+    def _sweep_raw(self, key: str, now: datetime, summary: SweepSummary) -> None:
         info = self.storage.head(Area.UPLOAD, key)
         if info is None or info.modified is None:
             return
