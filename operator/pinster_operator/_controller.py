@@ -279,6 +279,7 @@ class Controller:
     async def _sweeper(self) -> None:
         while True:
             await asyncio.sleep(self.settings.cleanup.orphan_sweep_interval)
+            started = time.monotonic()
             try:
                 summary = await asyncio.to_thread(self.sweep_orphans)
             except Exception:
@@ -287,14 +288,16 @@ class Controller:
                     self.settings.cleanup.orphan_sweep_interval,
                 )
                 continue
-            if summary.adopted or summary.rejected or summary.deleted or summary.failed:
-                logger.info(
-                    "orphan sweep: %d adopted, %d rejected, %d deleted, %d to try again",
-                    len(summary.adopted),
-                    len(summary.rejected),
-                    len(summary.deleted),
-                    len(summary.failed),
-                )
+            logger.info(
+                "orphan sweep: %d objects in %.1fs; %d adopted, %d rejected, %d deleted, "
+                "%d to try again",
+                summary.listed,
+                time.monotonic() - started,
+                len(summary.adopted),
+                len(summary.rejected),
+                len(summary.deleted),
+                len(summary.failed),
+            )
 
     def sweep_orphans(self) -> SweepSummary:
         """Adopt or delete the raw objects no ImageUpload refers to, and delete the result

@@ -22,6 +22,13 @@ down; the TTL deletes them with the upload otherwise), a Job's bundle when the J
 gone (deleted while the operator was down, which deletes it otherwise). Both questions
 are answered from what the controller keeps from its watches, without an API call.
 
+Before anything is adopted or deleted, the API server is asked once about that object
+(an ImageUpload of those bytes, the upload or Job of that record): the index may be
+behind it (its first listing still running when a short PINSTER_ORPHAN_SWEEP_INTERVAL
+comes round, a watch catching up), and what the sweep deletes cannot come back. So the
+index spares an API call for every object that has its upload, and only the rare
+orphan costs one.
+
 A failure on one object (the object store or the API server away) is logged and the
 sweep goes on with the next; the next sweep tries that object again.
 """
@@ -57,10 +64,11 @@ ADOPTED_COMPONENT = "adopted"
 
 @dataclass
 class SweepSummary:
-    """The keys one sweep adopted, rejected (deleted, with an Event), deleted (``raw/``
-    objects without upload metadata, result objects nobody will read), and failed on
-    (tried again next time)."""
+    """How many objects one sweep listed, and the keys it adopted, rejected (deleted, with
+    an Event), deleted (``raw/`` objects without upload metadata, result objects nobody
+    will read), and failed on (tried again next time)."""
 
+    listed: int = 0
     adopted: list[str] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
@@ -85,10 +93,12 @@ class OrphanSweep:
         summary = SweepSummary()
         now = datetime.now(UTC)
         for key in self.storage.list(Area.UPLOAD, RAW_PREFIX):
+            summary.listed += 1
             if not self.md5_known(key.removeprefix(RAW_PREFIX)):
                 self._guarded(self._sweep_raw, key, now, summary)
         if self.settings.cleanup.orphan_grace:
             for key in self.storage.list(Area.UPLOAD, results.RESULTS_PREFIX):
+                summary.listed += 1
                 owner = results.owner_of(key)
                 if owner is not None and not self._exists(owner):
                     self._guarded(self._sweep_record, key, now, summary)
@@ -132,9 +142,15 @@ class OrphanSweep:
             return
         age = now - info.modified
         adoption = self.settings.adoption
+        grace = timedelta(seconds=self.settings.cleanup.orphan_grace)
         if adoption is not None:
             if age < timedelta(seconds=adoption.after):
                 return
+        elif not grace or age < grace:
+            return
+        if self.kube.uploads_with_md5(key.removeprefix(RAW_PREFIX)):
+            return  # the index is behind the API server: not an orphan
+        if adoption is not None:
             try:
                 adoptable = examine(self.storage, key, adoption.limits, adoption.thumbnail_sizes)
             except NotFoundError:
@@ -149,7 +165,6 @@ class OrphanSweep:
                 if adoptable is not None and self._adopt(key, adoptable, adoption):
                     summary.adopted.append(key)
                 return
-        grace = timedelta(seconds=self.settings.cleanup.orphan_grace)
         if not grace or age < grace:
             return
         self.storage.delete(Area.UPLOAD, key)
@@ -166,6 +181,9 @@ class OrphanSweep:
         info = self.storage.head(Area.UPLOAD, key)
         if info is None or info.modified is None or now - info.modified < grace:
             return
+        owner = results.owner_of(key)
+        if owner is None or self._in_cluster(owner):
+            return  # the index is behind the API server: still read by its owner
         self.storage.delete(Area.UPLOAD, key)
         summary.deleted.append(key)
         logger.info(
@@ -174,6 +192,12 @@ class OrphanSweep:
             grace,
             extra={"key": key},
         )
+
+    def _in_cluster(self, owner: results.Owner) -> bool:
+        """Whether the API server has the owner of a result key (one request)."""
+        if owner.kind == "job":
+            return self.kube.get_job(owner.namespace, owner.name) is not None
+        return self.kube.get_upload(owner.namespace, owner.name) is not None
 
     def _adopt(self, key: str, adoptable: Adoptable, adoption: AdoptionSettings) -> bool:
         """Create the upload; False when it exists already (its event still to come, or

@@ -131,6 +131,8 @@ class FakeKube:
         self.versions = itertools.count(1)
         self.conflict_next_write = False
         self.gets = 0
+        #: LISTs of uploads by md5 (uploads_with_md5)
+        self.md5_lists = 0
         self.writes: dict[str, int] = {}
         #: names of the uploads create_upload was asked for, in order (409s too)
         self.creates: list[str] = []
@@ -192,6 +194,7 @@ class FakeKube:
         self.uploads.pop(name, None)
 
     def uploads_with_md5(self, md5: str) -> list[dict[str, Any]]:
+        self.md5_lists += 1
         return [u for u in self.uploads.values() if u["spec"]["md5"] == md5]
 
     def list_jobs(self, namespace: str, stage: Stage) -> list[dict[str, Any]]:

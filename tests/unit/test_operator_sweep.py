@@ -150,12 +150,12 @@ def test_a_valid_object_becomes_its_upload_once(tmp_path: Path) -> None:
     assert c.sweep_orphans().adopted == []
     assert kube.creates == [name]
 
-    # A fresh index (a restart before the event) asks once more and finds it exists.
+    # A fresh index (a restart before the event) asks the API server, which has it.
     again = controller(kube, storage)
+    lists = kube.md5_lists
     assert again.sweep_orphans().adopted == []
-    assert kube.creates == [name, name]
-    assert again.sweep_orphans().adopted == []
-    assert len(kube.creates) == 2
+    assert kube.md5_lists == lists + 1
+    assert kube.creates == [name]
     assert list(kube.uploads) == [name]
 
 
@@ -216,12 +216,48 @@ def test_an_object_whose_md5_has_an_upload_is_left_alone(tmp_path: Path) -> None
 
     assert summary.adopted == summary.rejected == summary.deleted == summary.failed == []
     assert storage.exists(Area.UPLOAD, key)
-    assert kube.gets == gets  # answered from the index, not the API server
+    assert (kube.gets, kube.md5_lists) == (gets, 0)  # answered from the index
     assert kube.creates == []
 
-    # Once the upload is gone, its bytes are an orphan like any other.
-    c.observe("DELETED", kube.uploads["img-kept"])
+    # Once the upload is gone, its bytes are an orphan like any other (asked once).
+    c.observe("DELETED", kube.uploads.pop("img-kept"))
     assert c.sweep_orphans().deleted == [key]
+    assert kube.md5_lists == 1
+
+
+def test_an_index_behind_the_api_server_adopts_and_deletes_nothing(tmp_path: Path) -> None:
+    """The first sweep may come before the first listing is done (a short interval, many
+    uploads): objects whose upload the API server has are not orphans, whatever the
+    index says, and nothing of theirs is deleted or adopted again."""
+    kube, storage = FakeKube(), DirectoryStorage(tmp_path)
+    bare, valid = jpeg(64, 48), jpeg(65, 48)
+    kept = [
+        store(storage, bare, age=2 * DAY, uploader=None),
+        store(storage, valid, age=HOUR),
+        record(storage, "img-listed-later", age=2 * DAY),
+        bundle(storage, "pinster-mod-running", age=2 * DAY),
+    ]
+    kube.add_upload("img-bare", md5_of(bare))
+    kube.add_upload("img-valid", md5_of(valid))
+    kube.add_upload("img-listed-later", md5_of(b"listed later"))
+    kube.jobs["pinster-mod-running"] = job("pinster-mod-running")
+    c = controller(kube, storage)  # its index has seen none of them yet
+    c_without_adoption = controller(kube, storage, PINSTER_ADOPT_AFTER="0")
+
+    for sweep in (c.sweep_orphans, c_without_adoption.sweep_orphans):
+        summary = sweep()
+        assert summary.adopted == summary.rejected == summary.deleted == summary.failed == []
+        assert summary.listed == 4
+    assert all(storage.exists(Area.UPLOAD, key) for key in kept)
+    assert kube.creates == []
+    assert kube.events == []
+
+    # Gone from the API server too: now they are orphans.
+    kube.uploads.clear()
+    kube.jobs.clear()
+    summary = c.sweep_orphans()
+    assert summary.adopted == [kept[1]]
+    assert sorted(summary.deleted) == sorted([kept[0], *kept[2:]])
 
 
 def test_without_adoption_every_old_orphan_is_deleted(tmp_path: Path) -> None:
@@ -265,10 +301,11 @@ def test_result_objects_nobody_will_read_are_deleted_after_the_grace(tmp_path: P
     assert not any(storage.exists(Area.UPLOAD, key) for key in orphans)
     kept = [live_record, live_bundle, *young, odd]
     assert all(storage.exists(Area.UPLOAD, key) for key in kept)
-    assert kube.gets == gets  # answered from the watches, not the API server
+    # The live ones answered from the watches; each orphan's owner asked of the API server.
+    assert kube.gets == gets + 2
 
     # Once the upload and the Job are gone, what they left is swept too.
-    c.observe("DELETED", kube.uploads["img-live"])
+    c.observe("DELETED", kube.uploads.pop("img-live"))
     c.job_event("DELETED", job("pinster-mod-live"))
     assert sorted(c.sweep_orphans().deleted) == sorted([live_record, live_bundle])
     assert all(storage.exists(Area.UPLOAD, key) for key in [*young, odd])
