@@ -6,22 +6,19 @@ and the run ends cleanly when the runner stops it."""
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kopf.testing import KopfRunner
 from kubernetes import client
-from pinster_operator import Controller, OperatorSettings
 from pinster_operator._handlers import build_registry
-from pinster_operator._kube import Kube
 
-from pinster_images import keys, resource
-from pinster_images.kube import api_client
-from pinster_images.storage import Area, raw_key
+from pinster_images import resource
 from tests.support import images
+from tests.support.jobs import stage_upload
 from tests.support.net import free_port
+from tests.support.operator_cluster import cluster_controller
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
@@ -36,38 +33,18 @@ def test_kopf_runs_the_operator_and_dispatches_to_its_controller(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    keys.generate_dir(tmp_path / "keys")
-    settings = OperatorSettings.from_env(
-        {
-            **s3_env,
-            "PINSTER_SERVICE_URL": "http://images.test",
-            "PINSTER_API_URL": "http://api.test",
-            "PINSTER_SERVICE_PRIVATE_KEY_FILE": str(tmp_path / "keys" / keys.SERVICE_PRIVATE),
-            "PINSTER_WATCH_NAMESPACES": namespace,
-            "PINSTER_OPERATOR_HOST": "127.0.0.1",
-            "PINSTER_METRICS_PORT": str(free_port()),
-            "PINSTER_HEALTH_PORT": "0",
-            "PINSTER_BATCH_WINDOW": "0.2",
-        }
-    )
     monkeypatch.setenv("KUBECONFIG", str(devcluster.kubeconfig))  # kopf's login reads it
-    api = api_client(str(devcluster.kubeconfig))
-    controller = Controller(settings, Kube(api, settings.namespaces), settings.storage.open())
-
-    data = images.jpeg(64, 48)
-    md5 = hashlib.md5(data).hexdigest()
-    controller.storage.put(Area.UPLOAD, raw_key(md5), data, content_type="image/jpeg")
-    spec = resource.ImageUploadSpec(
-        md5=md5,
-        bucket=controller.storage.bucket(Area.UPLOAD),
-        key=raw_key(md5),
-        content_type="image/jpeg",
-        byte_size=len(data),
-        width=64,
-        height=48,
-        uploader=resource.Uploader("u-1", "Pin", "7"),
+    controller = cluster_controller(
+        devcluster,
+        s3_env,
+        tmp_path / "keys",
+        PINSTER_WATCH_NAMESPACES=namespace,
+        PINSTER_OPERATOR_HOST="127.0.0.1",
+        PINSTER_METRICS_PORT=str(free_port()),
+        PINSTER_HEALTH_PORT="0",
+        PINSTER_BATCH_WINDOW="0.2",
     )
-    name = resource.upload_name(md5, "Pin", "7")
+    name, spec = stage_upload(controller.storage, images.jpeg(64, 48), width=64, height=48)
     uploads = client.CustomObjectsApi(kube_api)
 
     def moderating() -> dict[str, Any] | None:

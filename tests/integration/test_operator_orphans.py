@@ -11,14 +11,13 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from pinster_operator import Controller, OperatorSettings
-from pinster_operator._kube import Kube
 from pinster_operator._sweep import SweepSummary
 
-from pinster_images import keys, resource, results
-from pinster_images.kube import api_client
+from pinster_images import resource, results
 from pinster_images.storage import Area, raw_key
 from tests.support import images
+from tests.support.jobs import stage_upload
+from tests.support.operator_cluster import cluster_controller
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
@@ -32,37 +31,16 @@ def test_the_sweep_asks_the_api_server_before_it_deletes(
     s3_env: dict[str, str],
     tmp_path: Path,
 ) -> None:
-    keys.generate_dir(tmp_path / "keys")
-    settings = OperatorSettings.from_env(
-        {
-            **s3_env,
-            "PINSTER_SERVICE_URL": "http://images.test",
-            "PINSTER_API_URL": "http://api.test",
-            "PINSTER_SERVICE_PRIVATE_KEY_FILE": str(tmp_path / "keys" / keys.SERVICE_PRIVATE),
-            "PINSTER_WATCH_NAMESPACES": namespace,
-            "PINSTER_ADOPT_AFTER": "0",  # no adoption: an orphan is deleted after the grace
-            "PINSTER_ORPHAN_GRACE": "1",
-        }
-    )
-    controller = Controller(
-        settings,
-        Kube(api_client(str(devcluster.kubeconfig)), settings.namespaces),
-        settings.storage.open(),
+    controller = cluster_controller(
+        devcluster,
+        s3_env,
+        tmp_path / "keys",
+        PINSTER_WATCH_NAMESPACES=namespace,
+        PINSTER_ADOPT_AFTER="0",  # no adoption: an orphan is deleted after the grace
+        PINSTER_ORPHAN_GRACE="1",
     )
     storage = controller.storage
-    data = images.jpeg(64, 48)
-    md5 = hashlib.md5(data).hexdigest()
-    spec = resource.ImageUploadSpec(
-        md5=md5,
-        bucket=storage.bucket(Area.UPLOAD),
-        key=raw_key(md5),
-        content_type="image/jpeg",
-        byte_size=len(data),
-        width=64,
-        height=48,
-        uploader=resource.Uploader("u-1", "Pin", "7"),
-    )
-    name = resource.upload_name(md5, "Pin", "7")
+    name, spec = stage_upload(storage, images.jpeg(64, 48), width=64, height=48)
     uploads = client.CustomObjectsApi(kube_api)
     uploads.create_namespaced_custom_object(
         resource.GROUP,
@@ -71,10 +49,9 @@ def test_the_sweep_asks_the_api_server_before_it_deletes(
         resource.PLURAL,
         resource.manifest(name, namespace, spec),
     )
-    storage.put(Area.UPLOAD, raw_key(md5), data, content_type="image/jpeg")
     record = results.StageResult(namespace, name, resource.Stage.MODERATION, "job-1", "succeeded")
     results.write(storage, record)
-    kept = [raw_key(md5), results.result_key(namespace, name, resource.Stage.MODERATION)]
+    kept = [spec.key, results.result_key(namespace, name, resource.Stage.MODERATION)]
     orphan = raw_key(hashlib.md5(b"nobody's").hexdigest())
     storage.put(Area.UPLOAD, orphan, b"nobody's", content_type="image/jpeg")
 

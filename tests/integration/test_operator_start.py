@@ -11,25 +11,26 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pinster_images import keys
+from tests.support.operator_cluster import operator_env
 
 
 def run_operator(devcluster: Any, s3_env: dict[str, str], tmp_path: Path, **env: str) -> Any:
-    keys.generate_dir(tmp_path / "keys")
     environment = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("PINSTER_", "AWS_"))},
-        **s3_env,
         "KUBECONFIG": str(devcluster.kubeconfig),
-        "PINSTER_SERVICE_URL": "http://images.test",
-        "PINSTER_API_URL": "http://api.test",
-        "PINSTER_SERVICE_PRIVATE_KEY_FILE": str(tmp_path / "keys" / keys.SERVICE_PRIVATE),
-        "PINSTER_OPERATOR_HOST": "127.0.0.1",
-        "PINSTER_UPLOAD_NAMESPACE": "default",
-        "PINSTER_HEALTH_PORT": "0",
-        "PINSTER_METRICS_PORT": "0",
-        "PINSTER_LOG_FORMAT": "text",
-        "PINSTER_STARTUP_TIMEOUT": "5",
-        **env,
+        **operator_env(
+            s3_env,
+            tmp_path / "keys",
+            **{
+                "PINSTER_OPERATOR_HOST": "127.0.0.1",
+                "PINSTER_UPLOAD_NAMESPACE": "default",
+                "PINSTER_HEALTH_PORT": "0",
+                "PINSTER_METRICS_PORT": "0",
+                "PINSTER_LOG_FORMAT": "text",
+                "PINSTER_STARTUP_TIMEOUT": "5",
+                **env,
+            },
+        ),
     }
     return subprocess.run(
         [sys.executable, "-m", "pinster_images", "operator"],
