@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from typing import Any
 
@@ -123,9 +124,8 @@ def kill_container(kube_api: Any, namespace: str, pod_name: str) -> int:
     return int(status.restart_count)
 
 
-def container_cpu_seconds(kube_api: Any, namespace: str, pod_name: str) -> tuple[float, float]:
-    """(user, system) CPU seconds of the Pod's first container so far, from its cgroup
-    (cgroup v1 cpuacct.stat, in USER_HZ ticks)."""
+def _container_cgroup(kube_api: Any, namespace: str, pod_name: str) -> str:
+    """The cpuacct cgroup directory of the Pod's first container (cgroup v1)."""
     import os
 
     from kubernetes import client
@@ -133,18 +133,48 @@ def container_cpu_seconds(kube_api: Any, namespace: str, pod_name: str) -> tuple
 
     pod = client.CoreV1Api(kube_api).read_namespaced_pod(pod_name, namespace)
     container_id = pod.status.container_statuses[0].container_id.removeprefix("containerd://")
-    ticks = os.sysconf("SC_CLK_TCK")
     for tree in cgroup_dirs("kubepods"):
         if os.path.basename(os.path.dirname(tree)) not in ("cpuacct", "cpu,cpuacct"):
             continue
         for directory, _, files in os.walk(tree):
             if os.path.basename(directory) == container_id and "cpuacct.stat" in files:
-                with open(os.path.join(directory, "cpuacct.stat")) as stat:
-                    values = dict(line.split() for line in stat)
-                return int(values["user"]) / ticks, int(values["system"]) / ticks
+                return directory
     raise AssertionError(
         f"no cpuacct cgroup for container {container_id} of {namespace}/{pod_name}"
     )
+
+
+def container_cpu_seconds(kube_api: Any, namespace: str, pod_name: str) -> tuple[float, float]:
+    """(user, system) CPU seconds of the Pod's first container so far, from its cgroup
+    (cgroup v1 cpuacct.stat, in USER_HZ ticks)."""
+    import os
+
+    ticks = os.sysconf("SC_CLK_TCK")
+    with open(os.path.join(_container_cgroup(kube_api, namespace, pod_name), "cpuacct.stat")) as f:
+        values = dict(line.split() for line in f)
+    return int(values["user"]) / ticks, int(values["system"]) / ticks
+
+
+def container_thread_cpu_seconds(
+    kube_api: Any, namespace: str, pod_name: str
+) -> dict[tuple[int, int], float]:
+    """CPU seconds so far of each live thread of the Pod's first container, by (process
+    id, thread id) on this machine: a process's main thread has the process's id."""
+    import os
+
+    ticks = os.sysconf("SC_CLK_TCK")
+    found: dict[tuple[int, int], float] = {}
+    with open(os.path.join(_container_cgroup(kube_api, namespace, pod_name), "tasks")) as f:
+        for line in f:
+            tid = int(line)
+            with contextlib.suppress(OSError, IndexError, ValueError):  # ended meanwhile
+                # The thread's own figures (/proc/<tid>/stat would be its whole process's).
+                with open(f"/proc/{tid}/task/{tid}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+                with open(f"/proc/{tid}/status") as status:
+                    tgid = next(int(x.split()[1]) for x in status if x.startswith("Tgid:"))
+                found[tgid, tid] = (int(fields[11]) + int(fields[12])) / ticks
+    return found
 
 
 def metric_samples(kube_api: Any, namespace: str, pod_name: str, name: str) -> list[Any]:
