@@ -36,7 +36,8 @@ sweep goes on with the next; the next sweep tries that object again.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -95,25 +96,22 @@ class OrphanSweep:
         for key in self.storage.list(Area.UPLOAD, RAW_PREFIX):
             summary.listed += 1
             if not self.md5_known(key.removeprefix(RAW_PREFIX)):
-                self._guarded(self._sweep_raw, key, now, summary)
+                with self._guarded(key, summary):
+                    self._sweep_raw(key, now, summary)
         if self.settings.cleanup.orphan_grace:
             for key in self.storage.list(Area.UPLOAD, results.RESULTS_PREFIX):
                 summary.listed += 1
                 owner = results.owner_of(key)
                 if owner is not None and not self._exists(owner):
-                    self._guarded(self._sweep_record, key, now, summary)
+                    with self._guarded(key, summary):
+                        self._sweep_record(key, owner, now, summary)
         return summary
 
-    def _guarded(
-        self,
-        sweep: Callable[[str, datetime, SweepSummary], None],
-        key: str,
-        now: datetime,
-        summary: SweepSummary,
-    ) -> None:
-        """``sweep(key)``; a failure is logged and counted, and the sweep goes on."""
+    @contextmanager
+    def _guarded(self, key: str, summary: SweepSummary) -> Iterator[None]:
+        """A failure on ``key`` is logged and counted, and the sweep goes on."""
         try:
-            sweep(key, now, summary)
+            yield
         except Exception as exc:
             retry = classify(exc)
             logger.log(
@@ -143,10 +141,9 @@ class OrphanSweep:
         age = now - info.modified
         adoption = self.settings.adoption
         grace = timedelta(seconds=self.settings.cleanup.orphan_grace)
-        if adoption is not None:
-            if age < timedelta(seconds=adoption.after):
-                return
-        elif not grace or age < grace:
+        past_grace = bool(grace) and age >= grace
+        # Old enough to act on: past the adoption window, or without adoption the grace.
+        if not (age >= timedelta(seconds=adoption.after) if adoption is not None else past_grace):
             return
         if self.kube.uploads_with_md5(key.removeprefix(RAW_PREFIX)):
             return  # the index is behind the API server: not an orphan
@@ -165,7 +162,7 @@ class OrphanSweep:
                 if adoptable is not None and self._adopt(key, adoptable, adoption):
                     summary.adopted.append(key)
                 return
-        if not grace or age < grace:
+        if not past_grace:
             return
         self.storage.delete(Area.UPLOAD, key)
         summary.deleted.append(key)
@@ -176,13 +173,14 @@ class OrphanSweep:
             extra={"md5": key.removeprefix(RAW_PREFIX)},
         )
 
-    def _sweep_record(self, key: str, now: datetime, summary: SweepSummary) -> None:
+    def _sweep_record(
+        self, key: str, owner: results.Owner, now: datetime, summary: SweepSummary
+    ) -> None:
         grace = timedelta(seconds=self.settings.cleanup.orphan_grace)
         info = self.storage.head(Area.UPLOAD, key)
         if info is None or info.modified is None or now - info.modified < grace:
             return
-        owner = results.owner_of(key)
-        if owner is None or self._in_cluster(owner):
+        if self._in_cluster(owner):
             return  # the index is behind the API server: still read by its owner
         self.storage.delete(Area.UPLOAD, key)
         summary.deleted.append(key)
